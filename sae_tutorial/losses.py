@@ -1,0 +1,44 @@
+"""Training losses: FVU-normalised reconstruction and AuxK (Gao et al. 2024).
+
+    L_rec = Σ_b ‖x_b − x̂_b‖² / Σ_b ‖x_b − x̄‖²                      (x̄: batch mean)
+    L_aux = min(n_dead / k_aux, 1) · Σ_b ‖e_b − ê_b‖² / Σ_b ‖x_b − x̄‖²
+            e = x − x̂ (detached),  ê_b = Σ_{j ∈ TopK_kaux(h_b over dead latents)} ReLU(h_bj) d_j   — no b_dec
+
+The AuxK reconstruction models a residual, which has no offset: adding b_dec to ê (as three well-known
+libraries do) would ask dead latents to fit b_dec as well.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .sae.kernels import sparse_decode
+
+
+def total_variance(x: Tensor) -> Tensor:
+    """Σ_b ‖x_b − x̄‖², the FVU denominator (float32 or wider)."""
+    x = x.float()
+    return (x - x.mean(0)).pow(2).sum()
+
+
+def fvu(x: Tensor, x_hat: Tensor) -> Tensor:
+    """Fraction of variance unexplained: Σ_b ‖x_b − x̂_b‖² / Σ_b ‖x_b − x̄‖² (a 0-d tensor)."""
+    return (x.float() - x_hat.float()).pow(2).sum() / total_variance(x).clamp_min(1e-30)
+
+
+def auxk_loss(sae, x: Tensor, out, dead: Tensor, k_aux: int) -> Tensor:
+    """AuxK: the top-k_aux dead latents of each row reconstruct the detached residual x − x̂ (no b_dec).
+
+    sae: the model (its W_dec and encoder are used); out: its SAEOutput on x; dead: bool (m,).
+    Slots beyond the number of dead latents are zeroed, and the loss is scaled by min(n_dead/k_aux, 1),
+    so it vanishes smoothly when nothing is dead; no host sync.
+    """
+    h = out.pre_acts
+    masked = h.detach().masked_fill(~dead, float("-inf"))          # (B, m)
+    idx = masked.topk(k_aux, dim=1, sorted=False).indices          # (B, k_aux)
+    vals = F.relu(sae.gather_pre_acts(x, h, idx)) * dead[idx]       # (B, k_aux); 0 on non-dead slots
+    e_hat = sparse_decode(idx, vals, sae.W_dec)                     # (B, d), no b_dec
+    e = (x.float() - out.x_hat.float()).detach()
+    scale = (dead.sum() / k_aux).clamp(max=1.0)
+    return scale * (e - e_hat.float()).pow(2).sum() / total_variance(x).clamp_min(1e-30)

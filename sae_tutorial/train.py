@@ -1,0 +1,312 @@
+"""Training: one config dataclass, one loop.
+
+    L = L_rec + α·L_aux + L_sparse + w_t·(λ_off·R_off + λ_rat·R_rat)
+
+L_rec, L_aux: losses.py; L_sparse: the variant's own penalty (ReLU SAE); R_off, R_rat: regularizers.py;
+w_t: optional linear warm-up of the regularizers. Adam with the lr scaling of Gao et al. (2024), linear warmup.
+Decoder rows: the gradient component parallel to each row is removed before the step, rows renormalised after.
+
+The loop keeps tensor data on the model's device and shuffles it there; it never reads a value back to the
+host inside a step. Each step's loss terms go into an on-device buffer that is copied to the host every
+`log_every` steps (for the progress bar, the NaN check and the AuxK on/off switch).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from . import _checks
+from .checkpoint import atomic_write
+from .losses import auxk_loss, fvu
+from .regularizers import PHIS, l1_l2_ratio, off_support_l1
+from .sae import SparseAutoencoder
+
+HISTORY_KEYS = ("loss", "fvu", "auxk", "sparsity", "r_off", "r_ratio", "l0", "dead_frac", "lr")
+STATE_FILE = "train_state.pt"
+# Fields that may change between a checkpoint and its resumption without changing the math.
+_RESUME_FREE = {"steps", "epochs", "progress", "checkpoint_dir", "checkpoint_every"}
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of `train`. Serialised into training checkpoints and method cards."""
+
+    batch_size: int = 4096            # rows per optimizer step
+    steps: int | None = None          # total steps; None: `epochs` passes over tensor data, or until an iterable ends
+    epochs: float = 1.0               # used when steps is None and data is a tensor
+    lr: float | None = None           # None: 2e-4 / sqrt(m / 2**14) (Gao et al. 2024)
+    warmup_steps: int = 100           # linear lr warmup from 0
+    betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 6.25e-10        # as in OpenAI's and MonoLoss's Top-k training
+    auxk_alpha: float = 1 / 32        # α, weight of L_aux (0 disables AuxK)
+    k_aux: int | None = None          # dead latents used by AuxK per row; None: d_in // 2 (capped at m)
+    dead_after: int | None = None     # samples without firing before a latent is dead; None: min(10M, rows of data)
+    lambda_off: float = 0.0           # λ_off, off-support ℓ1 (regularizers.off_support_l1)
+    lambda_ratio: float = 0.0         # λ_rat, ℓ1/ℓ2 ratio (regularizers.l1_l2_ratio)
+    reg_mask: bool = True             # restrict both regularizers to the batch-active set A
+    reg_phi: str = "relu"             # φ in the regularizers: "relu" or "abs"
+    reg_warmup_steps: int = 0         # linear warm-up of the regularizer weights
+    b_dec_init: str = "geometric_median"  # "geometric_median", "mean" or "none" (keep the current b_dec)
+    seed: int = 0                     # data order; model init is the caller's (e.g. TopKSAE(..., seed=))
+    autocast: bool = True             # bf16 autocast on CUDA (ignored on CPU)
+    compile: bool = False             # torch.compile the forward + loss
+    log_every: int = 50               # steps between host syncs (progress bar, NaN check, AuxK switch)
+    checkpoint_dir: str | None = None # where train_state.pt lives; an existing one is resumed
+    checkpoint_every: int = 0         # steps between checkpoints (0: only at the end)
+    progress: bool = True             # tqdm bar
+
+    def __post_init__(self) -> None:
+        _checks.positive_int(self.batch_size, "batch_size")
+        if self.steps is not None:
+            _checks.positive_int(self.steps, "steps")
+        if _checks.non_negative(self.epochs, "epochs") == 0:
+            raise ValueError("epochs must be > 0")
+        if self.lr is not None and _checks.non_negative(self.lr, "lr") == 0:
+            raise ValueError("lr must be > 0")
+        for name in ("warmup_steps", "reg_warmup_steps", "checkpoint_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {getattr(self, name)!r}")
+        for name in ("auxk_alpha", "lambda_off", "lambda_ratio", "adam_eps"):
+            _checks.non_negative(getattr(self, name), name)
+        if self.k_aux is not None:
+            _checks.positive_int(self.k_aux, "k_aux")
+        if self.dead_after is not None:
+            _checks.positive_int(self.dead_after, "dead_after")
+        _checks.positive_int(self.log_every, "log_every")
+        _checks.choice(self.reg_phi, "reg_phi", PHIS)
+        _checks.choice(self.b_dec_init, "b_dec_init", ("geometric_median", "mean", "none"))
+        self.betas = tuple(self.betas)
+
+    @property
+    def regularized(self) -> bool:
+        return self.lambda_off > 0 or self.lambda_ratio > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def default_lr(n_latents: int) -> float:
+    """2e-4 / sqrt(m / 2^14): Gao et al.'s scaling of the Adam lr with dictionary size."""
+    return 2e-4 / math.sqrt(n_latents / 2**14)
+
+
+# ---------------------------------------------------------------- data
+class _Batches:
+    """Batches of the training data on `device`: a resident tensor shuffled per epoch, or an iterable."""
+
+    def __init__(self, data: Any, cfg: TrainConfig, d_in: int, device: torch.device, dtype: torch.dtype):
+        self.cfg, self.device, self.dtype, self.d_in = cfg, device, dtype, d_in
+        if isinstance(data, (Tensor, list, tuple)) or hasattr(data, "__array__"):
+            self.x = _checks.matrix(data, "data", d_in).to(device=device, dtype=dtype)
+            self.n_rows = self.x.shape[0]
+            if cfg.batch_size > self.n_rows:
+                raise ValueError(f"batch_size={cfg.batch_size} exceeds the {self.n_rows} rows of data")
+            self.per_epoch = self.n_rows // cfg.batch_size
+            self.total = cfg.steps or max(1, math.ceil(cfg.epochs * self.per_epoch))
+        elif isinstance(data, Iterable):
+            self.x, self.n_rows, self.total = None, None, cfg.steps
+            self.it, self.first = iter(data), None
+        else:
+            raise TypeError(f"data must be a tensor, an array or an iterable of batches, got {type(data).__name__}")
+
+    def _perm(self, epoch: int) -> Tensor:
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n_rows, generator=gen, device=self.device)
+
+    def sample(self, n: int) -> Tensor:
+        """Rows for initialising b_dec: a shuffled slice (tensor data) or the first batch (iterable)."""
+        if self.x is not None:
+            return self.x[self._perm(-1)[:n]]
+        return self._peek()
+
+    def _peek(self) -> Tensor:
+        if self.first is None:
+            first = next(self.it, None)
+            if first is None:
+                raise ValueError("data is an empty iterable")
+            self.first = self._to_batch(first)
+        return self.first
+
+    def _to_batch(self, b: Any) -> Tensor:
+        return _checks.matrix(b, "batch", self.d_in, finite=False).to(device=self.device, dtype=self.dtype)
+
+    def from_step(self, start: int) -> Iterator[Tensor]:
+        """Batches for steps start, start+1, ...: resuming at `start` yields what an uninterrupted run would."""
+        if self.x is not None:
+            B, perm, epoch = self.cfg.batch_size, None, None
+            for step in range(start, self.total):
+                e, pos = divmod(step, self.per_epoch)
+                if e != epoch:
+                    perm, epoch = self._perm(e), e
+                yield self.x[perm[pos * B:(pos + 1) * B]]
+            return
+        first = self._peek()
+        rest = (self._to_batch(b) for b in self.it)
+        for step, b in enumerate(_chain(first, rest)):
+            if self.total is not None and step >= self.total:
+                return
+            if step >= start:  # resuming an iterable replays and skips the batches already seen
+                yield b
+
+
+def _chain(first: Tensor, rest: Iterator[Tensor]) -> Iterator[Tensor]:
+    yield first
+    yield from rest
+
+
+# ---------------------------------------------------------------- one step
+def _loss_terms(sae: SparseAutoencoder, x: Tensor, dead: Tensor, use_aux: bool, cfg: TrainConfig,
+                k_aux: int, reg_w: float) -> tuple[Tensor, dict[str, Tensor], Any]:
+    """Forward pass and every loss term, as 0-d tensors."""
+    out = sae(x, dense_grad=cfg.regularized)
+    zero = x.new_zeros((), dtype=torch.float32)
+    terms = {"fvu": fvu(x, out.x_hat), "auxk": zero, "sparsity": sae.sparsity_loss(out).float(),
+             "r_off": zero, "r_ratio": zero}
+    if use_aux:
+        terms["auxk"] = auxk_loss(sae, x, out, dead, k_aux)
+    if cfg.lambda_off > 0:
+        terms["r_off"] = off_support_l1(out.pre_acts.float(), out.indices, cfg.reg_mask, cfg.reg_phi)
+    if cfg.lambda_ratio > 0:
+        terms["r_ratio"] = l1_l2_ratio(out.pre_acts.float(), out.indices, cfg.reg_mask, cfg.reg_phi)
+    loss = (terms["fvu"] + cfg.auxk_alpha * terms["auxk"] + terms["sparsity"]
+            + reg_w * (cfg.lambda_off * terms["r_off"] + cfg.lambda_ratio * terms["r_ratio"]))
+    return loss, terms, out
+
+
+def _lr_at(step: int, lr: float, warmup: int) -> float:
+    return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
+
+
+# ---------------------------------------------------------------- checkpoints
+def _save_state(path: Path, sae: SparseAutoencoder, opt: torch.optim.Optimizer, cfg: TrainConfig, step: int,
+                since_fired: Tensor, any_dead: bool, history: dict[str, list]) -> None:
+    state = {"variant": type(sae).__name__, "sae_config": sae.config(), "train_config": cfg.to_dict(),
+             "sae": {k: v.detach().cpu() for k, v in sae.state_dict().items()},
+             "optimizer": opt.state_dict(), "step": step, "since_fired": since_fired.cpu(),
+             "any_dead": any_dead, "history": history}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def _load_state(path: Path, sae: SparseAutoencoder, cfg: TrainConfig) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        raise ValueError(f"{path}: cannot read the training checkpoint (corrupt or truncated?): {e}") from e
+    if state["variant"] != type(sae).__name__ or state["sae_config"] != sae.config():
+        raise ValueError(f"{path} was written for a {state['variant']} {state['sae_config']}, "
+                         f"not this {type(sae).__name__} {sae.config()}; use another checkpoint_dir")
+    saved = {k: v for k, v in state["train_config"].items() if k not in _RESUME_FREE}
+    mine = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_FREE}
+    saved["betas"] = tuple(saved["betas"])
+    if saved != mine:
+        diff = sorted(k for k in mine if saved.get(k) != mine[k])
+        raise ValueError(f"{path} was written with a different TrainConfig (fields {diff}); "
+                         "use another checkpoint_dir to start afresh")
+    return state
+
+
+# ---------------------------------------------------------------- the loop
+def train(sae: SparseAutoencoder, data: Any, config: TrainConfig | None = None) -> dict[str, list]:
+    """Train `sae` in place on `data` and return its history.
+
+    data: a (N, d) tensor or array (kept on the model's device, reshuffled each epoch), or an iterable of
+        (B, d) batches. history: {"step": [...], "loss": [...], "fvu", "auxk", "sparsity", "r_off",
+        "r_ratio", "l0", "dead_frac", "lr"}, one entry per step.
+    With `config.checkpoint_dir` set, an existing checkpoint there is resumed: on CPU with the same seed the
+    final weights equal those of an uninterrupted run.
+    """
+    cfg = config or TrainConfig()
+    if not isinstance(sae, SparseAutoencoder):
+        raise TypeError(f"sae must be an sae_tutorial SparseAutoencoder, got {type(sae).__name__}")
+    if cfg.regularized and not sae.has_fixed_k:
+        raise ValueError(f"lambda_off/lambda_ratio need a fixed-k variant (TopKSAE), not {type(sae).__name__}")
+    device, dtype = sae.W_enc.device, sae.W_enc.dtype
+    m = sae.n_latents
+    batches = _Batches(data, cfg, sae.d_in, device, dtype)
+    dead_after = cfg.dead_after or min(10_000_000, batches.n_rows or 10_000_000)
+    k_aux = min(cfg.k_aux or max(1, sae.d_in // 2), m)
+    lr = cfg.lr or default_lr(m)
+    use_aux_variant = sae.uses_auxk and cfg.auxk_alpha > 0
+
+    opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=cfg.betas, eps=cfg.adam_eps)
+    since_fired = torch.zeros(m, dtype=torch.long, device=device)  # samples since each latent last fired
+    history: dict[str, list] = {"step": [], **{k: [] for k in HISTORY_KEYS}}
+    start, any_dead = 0, False
+    state_path = Path(cfg.checkpoint_dir) / STATE_FILE if cfg.checkpoint_dir else None
+    if state_path is not None and state_path.exists():
+        state = _load_state(state_path, sae, cfg)
+        sae.load_state_dict(state["sae"])
+        opt.load_state_dict(state["optimizer"])
+        since_fired.copy_(state["since_fired"])
+        start, any_dead, history = state["step"], state["any_dead"], state["history"]
+    elif cfg.b_dec_init != "none":
+        sae.init_b_dec(batches.sample(8192), cfg.b_dec_init)
+
+    step_fn = torch.compile(_loss_terms) if cfg.compile else _loss_terms
+    use_cuda_amp = cfg.autocast and device.type == "cuda"
+    rows: list[Tensor] = []  # per-step history rows, still on the device
+    lrs: list[float] = []    # kept on the host: a host->device copy per step would sync on CUDA
+
+    def flush(step: int, refresh_dead: bool) -> None:
+        """Copy the buffered history to the host; at log boundaries also refresh the AuxK switch."""
+        nonlocal any_dead
+        if rows:
+            values = torch.stack(rows).tolist()  # the one host sync per log interval
+            for i, (row, lr_i) in enumerate(zip(values, lrs)):
+                history["step"].append(step - len(values) + i + 1)
+                for key, v in zip(HISTORY_KEYS, [*row, lr_i]):
+                    history[key].append(v)
+            rows.clear()
+            lrs.clear()
+            if not math.isfinite(history["loss"][-1]):
+                raise FloatingPointError(f"training diverged: loss is {history['loss'][-1]} at step {step}; "
+                                         "lower lr or check the data")
+            bar.set_postfix(fvu=f"{history['fvu'][-1]:.4f}", l0=f"{history['l0'][-1]:.1f}",
+                            dead=f"{history['dead_frac'][-1]:.3f}")
+        if refresh_dead:  # only at multiples of log_every, so checkpointing never changes the math
+            any_dead = bool((since_fired >= dead_after).any())
+
+    sae.train()
+    bar = tqdm(total=batches.total, initial=start, disable=not cfg.progress, desc=f"train {type(sae).__name__}")
+    step = done = start
+    for step, x in enumerate(batches.from_step(start), start=start):
+        lr_t = _lr_at(step, lr, cfg.warmup_steps)
+        for group in opt.param_groups:
+            group["lr"] = lr_t
+        reg_w = min(1.0, (step + 1) / cfg.reg_warmup_steps) if cfg.reg_warmup_steps else 1.0
+        dead = since_fired >= dead_after
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_cuda_amp):
+            loss, terms, out = step_fn(sae, x, dead, use_aux_variant and any_dead, cfg, k_aux, reg_w)
+        loss.backward()
+        sae.remove_parallel_grad()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sae.normalize_decoder()
+        with torch.no_grad():
+            since_fired.add_(x.shape[0]).masked_fill_(out.fired(), 0)
+            rows.append(torch.stack([loss.detach().float(), *(terms[k].detach().float() for k in HISTORY_KEYS[1:6]),
+                                     out.l0(), dead.float().mean()]))
+        lrs.append(lr_t)
+        bar.update(1)
+        done = step + 1
+        if done % cfg.log_every == 0:
+            flush(step, refresh_dead=True)
+        if state_path is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
+            flush(step, refresh_dead=False)
+            _save_state(state_path, sae, opt, cfg, done, since_fired, any_dead, history)
+    flush(step, refresh_dead=False)
+    bar.close()
+    if state_path is not None:
+        _save_state(state_path, sae, opt, cfg, done, since_fired, any_dead, history)
+    sae.eval()
+    if not history["step"]:
+        raise ValueError("no training step was run: data yielded no batch")
+    return history
