@@ -16,15 +16,20 @@ from torch import Tensor
 from .sae.kernels import sparse_decode
 
 
+def _wide(t: Tensor) -> Tensor:
+    """t in float32 at least (bf16 activations under autocast are summed in float32; float64 stays float64)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def total_variance(x: Tensor) -> Tensor:
-    """Σ_b ‖x_b − x̄‖², the FVU denominator (float32 or wider)."""
-    x = x.float()
+    """Σ_b ‖x_b − x̄‖², the FVU denominator."""
+    x = _wide(x)
     return (x - x.mean(0)).pow(2).sum()
 
 
 def fvu(x: Tensor, x_hat: Tensor) -> Tensor:
     """Fraction of variance unexplained: Σ_b ‖x_b − x̂_b‖² / Σ_b ‖x_b − x̄‖² (a 0-d tensor)."""
-    return (x.float() - x_hat.float()).pow(2).sum() / total_variance(x).clamp_min(1e-30)
+    return (_wide(x) - _wide(x_hat)).pow(2).sum() / total_variance(x).clamp_min(1e-30)
 
 
 def auxk_loss(sae, x: Tensor, out, dead: Tensor, k_aux: int) -> Tensor:
@@ -39,6 +44,6 @@ def auxk_loss(sae, x: Tensor, out, dead: Tensor, k_aux: int) -> Tensor:
     idx = masked.topk(k_aux, dim=1, sorted=False).indices          # (B, k_aux)
     vals = F.relu(sae.gather_pre_acts(x, h, idx)) * dead[idx]       # (B, k_aux); 0 on non-dead slots
     e_hat = sparse_decode(idx, vals, sae.W_dec)                     # (B, d), no b_dec
-    e = (x.float() - out.x_hat.float()).detach()
+    e = (_wide(x) - _wide(out.x_hat)).detach()
     scale = (dead.sum() / k_aux).clamp(max=1.0)
-    return scale * (e - e_hat.float()).pow(2).sum() / total_variance(x).clamp_min(1e-30)
+    return scale * (e - _wide(e_hat)).pow(2).sum() / total_variance(x).clamp_min(1e-30)

@@ -163,22 +163,54 @@ def _chain(first: Tensor, rest: Iterator[Tensor]) -> Iterator[Tensor]:
 
 
 # ---------------------------------------------------------------- one step
-def _loss_terms(sae: SparseAutoencoder, x: Tensor, dead: Tensor, use_aux: bool, cfg: TrainConfig,
-                k_aux: int, reg_w: float) -> tuple[Tensor, dict[str, Tensor], Any]:
-    """Forward pass and every loss term, as 0-d tensors."""
-    out = sae(x, dense_grad=cfg.regularized)
+def regularizer_view(sae: SparseAutoencoder, x: Tensor, out: Any, mask: bool) -> tuple[Tensor, Tensor]:
+    """(pre-activations with gradient, Top-k indices into them) for the regularizers.
+
+    Masked: only the batch-active columns A = ∪_b S_b, with indices remapped into A, so the dense gradient costs
+    |A|/m of a full dense backward (reading A costs one host sync). Unmasked (the ablation): all m columns.
+    """
+    if not mask:
+        return sae.pre_acts_with_grad(x, out.pre_acts), out.indices
+    cols = torch.unique(out.indices)                               # A, sorted
+    return sae.pre_acts_with_grad(x, out.pre_acts, cols), torch.searchsorted(cols, out.indices)
+
+
+def loss_terms(sae: SparseAutoencoder, x: Tensor, cfg: TrainConfig, dead: Tensor, use_aux: bool, k_aux: int,
+               reg_w: float = 1.0) -> tuple[Tensor, dict[str, Tensor], Any]:
+    """Forward pass and every loss term (0-d tensors): (total loss, terms, SAEOutput).
+
+    The forward always takes the fast path: Top-k values get the sparse backward, and the regularizers get
+    their own dense-gradient view of the pre-activations (see `regularizer_view`).
+    """
+    out = sae(x, dense_grad=False)
     zero = x.new_zeros((), dtype=torch.float32)
     terms = {"fvu": fvu(x, out.x_hat), "auxk": zero, "sparsity": sae.sparsity_loss(out).float(),
              "r_off": zero, "r_ratio": zero}
     if use_aux:
         terms["auxk"] = auxk_loss(sae, x, out, dead, k_aux)
-    if cfg.lambda_off > 0:
-        terms["r_off"] = off_support_l1(out.pre_acts.float(), out.indices, cfg.reg_mask, cfg.reg_phi)
-    if cfg.lambda_ratio > 0:
-        terms["r_ratio"] = l1_l2_ratio(out.pre_acts.float(), out.indices, cfg.reg_mask, cfg.reg_phi)
+    if cfg.regularized:
+        h, idx = regularizer_view(sae, x, out, cfg.reg_mask)
+        h = h.float()
+        if cfg.lambda_off > 0:
+            terms["r_off"] = off_support_l1(h, idx, cfg.reg_mask, cfg.reg_phi)
+        if cfg.lambda_ratio > 0:
+            terms["r_ratio"] = l1_l2_ratio(h, idx, cfg.reg_mask, cfg.reg_phi)
     loss = (terms["fvu"] + cfg.auxk_alpha * terms["auxk"] + terms["sparsity"]
             + reg_w * (cfg.lambda_off * terms["r_off"] + cfg.lambda_ratio * terms["r_ratio"]))
     return loss, terms, out
+
+
+def optimizer_step(sae: SparseAutoencoder, opt: torch.optim.Optimizer, loss: Tensor) -> None:
+    """Backward, remove the decoder gradient parallel to each row, Adam step, renormalise decoder rows."""
+    loss.backward()
+    sae.remove_parallel_grad()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    sae.normalize_decoder()
+
+
+def make_optimizer(sae: SparseAutoencoder, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(sae.parameters(), lr=lr, betas=cfg.betas, eps=cfg.adam_eps)
 
 
 def _lr_at(step: int, lr: float, warmup: int) -> float:
@@ -236,7 +268,7 @@ def train(sae: SparseAutoencoder, data: Any, config: TrainConfig | None = None) 
     lr = cfg.lr or default_lr(m)
     use_aux_variant = sae.uses_auxk and cfg.auxk_alpha > 0
 
-    opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=cfg.betas, eps=cfg.adam_eps)
+    opt = make_optimizer(sae, cfg, lr)
     since_fired = torch.zeros(m, dtype=torch.long, device=device)  # samples since each latent last fired
     history: dict[str, list] = {"step": [], **{k: [] for k in HISTORY_KEYS}}
     start, any_dead = 0, False
@@ -250,7 +282,7 @@ def train(sae: SparseAutoencoder, data: Any, config: TrainConfig | None = None) 
     elif cfg.b_dec_init != "none":
         sae.init_b_dec(batches.sample(8192), cfg.b_dec_init)
 
-    step_fn = torch.compile(_loss_terms) if cfg.compile else _loss_terms
+    step_fn = torch.compile(loss_terms) if cfg.compile else loss_terms
     use_cuda_amp = cfg.autocast and device.type == "cuda"
     rows: list[Tensor] = []  # per-step history rows, still on the device
     lrs: list[float] = []    # kept on the host: a host->device copy per step would sync on CUDA
@@ -284,12 +316,8 @@ def train(sae: SparseAutoencoder, data: Any, config: TrainConfig | None = None) 
         reg_w = min(1.0, (step + 1) / cfg.reg_warmup_steps) if cfg.reg_warmup_steps else 1.0
         dead = since_fired >= dead_after
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_cuda_amp):
-            loss, terms, out = step_fn(sae, x, dead, use_aux_variant and any_dead, cfg, k_aux, reg_w)
-        loss.backward()
-        sae.remove_parallel_grad()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sae.normalize_decoder()
+            loss, terms, out = step_fn(sae, x, cfg, dead, use_aux_variant and any_dead, k_aux, reg_w)
+        optimizer_step(sae, opt, loss)
         with torch.no_grad():
             since_fired.add_(x.shape[0]).masked_fill_(out.fired(), 0)
             rows.append(torch.stack([loss.detach().float(), *(terms[k].detach().float() for k in HISTORY_KEYS[1:6]),

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _checks
-from .kernels import sparse_decode, sparse_encode
+from .kernels import columns_with_grad, sparse_decode, sparse_encode
 
 
 @dataclass
@@ -120,6 +120,13 @@ class SparseAutoencoder(nn.Module):
         if pre_acts.requires_grad or not torch.is_grad_enabled():
             return pre_acts.gather(1, idx)
         return sparse_encode(x - self.b_dec, self.W_enc, self.b_enc, pre_acts, idx)
+
+    def pre_acts_with_grad(self, x: Tensor, pre_acts: Tensor, cols: Tensor | None = None) -> Tensor:
+        """h[:, cols] (all columns when None) with gradient to the encoder, from pre-activations computed without
+        a graph: the regularizers' view. Its backward touches only those columns (two |cols|/m GEMMs)."""
+        if cols is None:
+            cols = torch.arange(self.n_latents, device=pre_acts.device)
+        return columns_with_grad(x - self.b_dec, self.W_enc, self.b_enc, pre_acts, cols)
 
     def _pre_acts_for(self, x: Tensor, dense_grad: bool) -> Tensor:
         if dense_grad:

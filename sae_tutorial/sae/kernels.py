@@ -62,6 +62,37 @@ class _SparseEncode(torch.autograd.Function):
         return grad_xc, grad_W, grad_b, None, None
 
 
+class _ColumnsWithGrad(torch.autograd.Function):
+    """h[:, cols] read from precomputed pre-activations, with the encoder gradient of those columns only."""
+
+    @staticmethod
+    def forward(ctx, xc: Tensor, W_enc: Tensor, b_enc: Tensor, pre_acts: Tensor, cols: Tensor) -> Tensor:
+        ctx.save_for_backward(xc, W_enc, cols)
+        return pre_acts.index_select(1, cols)                      # (B, |cols|)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        xc, W_enc, cols = ctx.saved_tensors
+        g = g.to(W_enc.dtype)
+        grad_xc = grad_W = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_xc = (g @ W_enc.index_select(0, cols)).to(xc.dtype)                     # (B, d)
+        if ctx.needs_input_grad[1]:
+            grad_W = torch.zeros_like(W_enc).index_copy_(0, cols, g.T @ xc.to(W_enc.dtype))  # (m, d)
+        if ctx.needs_input_grad[2]:
+            grad_b = torch.zeros(W_enc.shape[0], dtype=g.dtype, device=g.device).index_copy_(0, cols, g.sum(0))
+        return grad_xc, grad_W, grad_b, None, None
+
+
+def columns_with_grad(xc: Tensor, W_enc: Tensor, b_enc: Tensor, pre_acts: Tensor, cols: Tensor) -> Tensor:
+    """h[:, cols] = xc W_enc[cols]ᵀ + b_enc[cols], read from `pre_acts` computed without grad.
+
+    The backward costs two GEMMs over |cols| columns instead of m: with cols = the batch-active set A, the
+    regularizers' dense gradient costs |A|/m of the full dense backward.
+    """
+    return _ColumnsWithGrad.apply(xc, W_enc, b_enc, pre_acts, cols)
+
+
 def sparse_encode(xc: Tensor, W_enc: Tensor, b_enc: Tensor, pre_acts: Tensor, idx: Tensor) -> Tensor:
     """vals[b, j] = xc[b] · W_enc[idx[b, j]] + b_enc[idx[b, j]], read from `pre_acts` (B, m) computed without grad.
 
