@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 export MPLBACKEND ?= Agg
 
-.PHONY: install book test bench clean
+.PHONY: install book test bench clean system vendor-js
 
 install: $(STAMP)
 
@@ -21,13 +21,48 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements-dev.txt -e . 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	touch $(STAMP)
 
-book: $(STAMP)
-	@start=$$(date +%s); \
-	$(VENV)/bin/jupyter-book build . -W -n --keep-going; \
-	echo "book built in $$(( $$(date +%s) - start )) s"
+# `make book` re-executes every notebook and rebuilds every page (an incremental build would keep outputs made
+# by older library code). MPLBACKEND is unset for it: with Agg the kernels would drop every figure.
+# It prints each notebook's execution time (from myst-nb's log, kept in _build/book.log) and the total.
+BOOK_STAMP := _build/.book-built
+BOOK_SOURCES := _config.yml _toc.yml $(shell find book notebooks sae_tutorial -type f ! -name '*.pyc')
 
-test: $(STAMP)
+book:
+	@rm -f $(BOOK_STAMP)
+	@$(MAKE) --no-print-directory $(BOOK_STAMP)
+
+# `make test` rebuilds the book only when a source is newer than the last successful build.
+$(BOOK_STAMP): $(STAMP) $(BOOK_SOURCES)
+	@mkdir -p _build; start=$$(date +%s); \
+	env -u MPLBACKEND $(VENV)/bin/jupyter-book build . -W -n --keep-going --all 2>&1 | tee _build/book.log; \
+	echo "notebooks executed (seconds):"; \
+	sed -n 's|^$(CURDIR)/\(.*\): Executed notebook in \([0-9.]*\) seconds.*|  \2  \1|p' _build/book.log; \
+	echo "book built in $$(( $$(date +%s) - start )) s"
+	@touch $@
+
+test: $(STAMP) system $(BOOK_STAMP)
 	$(PY) -m pytest tests
+
+# Debian packages the checks need, installed when missing (as root): chromium for tests/test_book.py.
+DEBIAN_PACKAGES := chromium
+system:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+# book/static/ holds, committed, the front-end code the book serves itself so that pages render offline: the
+# ipywidgets renderer, its AMD loader and MathJax (myst-nb and Sphinx would load them from CDNs). This target
+# refreshes them from the npm registry at these versions; modern browsers need only the woff2 icon fonts.
+NPM_PACKAGES := @jupyter-widgets/html-manager@1.0.15 requirejs@2.3.8 mathjax@3.2.2
+vendor-js:
+	rm -rf book/static/widgets book/static/mathjax
+	mkdir -p book/static/widgets book/static/mathjax
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; cd $$tmp; \
+	for package in $(NPM_PACKAGES); do \
+	  mkdir -p $${package%@*}; tar xzf "$$(npm pack --silent $$package)" -C $${package%@*} --strip-components=1; \
+	done; \
+	cp @jupyter-widgets/html-manager/dist/{embed-amd.js,*.woff2} requirejs/require.js $(CURDIR)/book/static/widgets/; \
+	cd mathjax/es5 && cp --parents tex-mml-chtml.js output/chtml/fonts/woff-v2/* input/tex/extensions/*.js \
+	  $(CURDIR)/book/static/mathjax/
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py
