@@ -27,17 +27,21 @@ def total_variance(x: Tensor) -> Tensor:
     return (x - x.mean(0)).pow(2).sum()
 
 
-def fvu(x: Tensor, x_hat: Tensor) -> Tensor:
-    """Fraction of variance unexplained: Σ_b ‖x_b − x̂_b‖² / Σ_b ‖x_b − x̄‖² (a 0-d tensor)."""
-    return (_wide(x) - _wide(x_hat)).pow(2).sum() / total_variance(x).clamp_min(1e-30)
+def fvu(x: Tensor, x_hat: Tensor, tv: Tensor | None = None) -> Tensor:
+    """Fraction of variance unexplained: Σ_b ‖x_b − x̂_b‖² / Σ_b ‖x_b − x̄‖² (a 0-d tensor).
+
+    tv: the denominator when it is computed elsewhere (over the global batch in data-parallel training).
+    """
+    tv = total_variance(x) if tv is None else tv
+    return (_wide(x) - _wide(x_hat)).pow(2).sum() / tv.clamp_min(1e-30)
 
 
-def auxk_loss(sae, x: Tensor, out, dead: Tensor, k_aux: int) -> Tensor:
+def auxk_loss(sae, x: Tensor, out, dead: Tensor, k_aux: int, tv: Tensor | None = None) -> Tensor:
     """AuxK: the top-k_aux dead latents of each row reconstruct the detached residual x − x̂ (no b_dec).
 
     sae: the model (its W_dec and encoder are used); out: its SAEOutput on x; dead: bool (m,).
     Slots beyond the number of dead latents are zeroed, and the loss is scaled by min(n_dead/k_aux, 1),
-    so it vanishes smoothly when nothing is dead; no host sync.
+    so it vanishes smoothly when nothing is dead; no host sync. tv: as in `fvu`.
     """
     h = out.pre_acts
     masked = h.detach().masked_fill(~dead, float("-inf"))          # (B, m)
@@ -46,4 +50,4 @@ def auxk_loss(sae, x: Tensor, out, dead: Tensor, k_aux: int) -> Tensor:
     e_hat = sparse_decode(idx, vals, sae.W_dec)                     # (B, d), no b_dec
     e = (_wide(x) - _wide(out.x_hat)).detach()
     scale = (dead.sum() / k_aux).clamp(max=1.0)
-    return scale * (e - _wide(e_hat)).pow(2).sum() / total_variance(x).clamp_min(1e-30)
+    return scale * fvu(e, e_hat, total_variance(x) if tv is None else tv)

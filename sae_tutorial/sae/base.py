@@ -188,7 +188,7 @@ class SparseAutoencoder(nn.Module):
         """g_i ← g_i − (g_i·d_i) d_i for each decoder row d_i (unit norm): the step moves along the sphere."""
         if self.unit_norm_decoder and self.W_dec.grad is not None:
             g, W = self.W_dec.grad, self.W_dec
-            g.sub_((g * W).sum(1, keepdim=True) * W)
+            g.addcmul_(torch.linalg.vecdot(g, W).unsqueeze(1), W, value=-1.0)   # no (m, d) temporary
 
     # ---- persistence ----
     def save(self, path: str | Path) -> Path:
