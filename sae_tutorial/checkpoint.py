@@ -45,19 +45,37 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_sae(sae, path: str | Path) -> Path:
-    """Write `sae` (any variant) to `path` as safetensors + JSON metadata, atomically."""
+def sae_record(sae, tensors: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """The JSON record that describes a checkpoint of `sae` (schema version, variant, config, hash)."""
     from . import __version__
 
-    tensors = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
-    record = {
+    if tensors is None:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
+    return {
         "schema_version": SCHEMA_VERSION,
         "variant": type(sae).__name__,
         "config": sae.config(),
         "library_version": __version__,
         "content_sha256": tensors_sha256(tensors),
     }
+
+
+def save_sae(sae, path: str | Path) -> Path:
+    """Write `sae` (any variant) to `path` as safetensors + JSON metadata, atomically."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
+    record = sae_record(sae, tensors)
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(record)}))
+
+
+def check_record(record: dict[str, Any], source: str | Path) -> dict[str, Any]:
+    """Reject records of a newer schema than this library reads, naming the file."""
+    version = record.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ValueError(
+            f"{source} has checkpoint schema version {version}; this sae_tutorial reads up to {SCHEMA_VERSION}. "
+            "Upgrade sae_tutorial to load it."
+        )
+    return record
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
@@ -72,27 +90,26 @@ def read_record(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from e
     if META_KEY not in meta:
         raise ValueError(f"{path} is a safetensors file but not an sae_tutorial checkpoint (no '{META_KEY}' metadata)")
-    record = json.loads(meta[META_KEY])
-    version = record.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise ValueError(
-            f"{path} has checkpoint schema version {version}; this sae_tutorial reads up to {SCHEMA_VERSION}. "
-            "Upgrade sae_tutorial to load it."
-        )
-    return record
+    return check_record(json.loads(meta[META_KEY]), path)
+
+
+def variant_class(record: dict[str, Any], source: str | Path, expected: type | None = None) -> type:
+    """The SAE class a record names, checked against the class the caller asked for."""
+    from .sae import VARIANTS, SparseAutoencoder
+
+    variant = record.get("variant")
+    if variant not in VARIANTS:
+        raise ValueError(f"{source} holds unknown variant {variant!r}; known: {sorted(VARIANTS)}")
+    cls = VARIANTS[variant]
+    if expected is not None and expected is not SparseAutoencoder and cls is not expected:
+        raise ValueError(f"{source} holds a {variant}, not a {expected.__name__}; load it with st.load()")
+    return cls
 
 
 def load_sae(path: str | Path, device: str | torch.device = "cpu", expected: type | None = None):
     """Rebuild the SAE stored at `path`, verifying variant, schema version and content hash."""
-    from .sae import VARIANTS, SparseAutoencoder
-
     record = read_record(path)
-    variant = record.get("variant")
-    if variant not in VARIANTS:
-        raise ValueError(f"{path} holds unknown variant {variant!r}; known: {sorted(VARIANTS)}")
-    cls = VARIANTS[variant]
-    if expected is not None and expected is not SparseAutoencoder and cls is not expected:
-        raise ValueError(f"{path} holds a {variant}, not a {expected.__name__}; load it with st.load()")
+    cls = variant_class(record, path, expected)
     tensors = {}
     try:
         with safe_open(str(path), framework="pt") as f:

@@ -92,3 +92,33 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(target, failing)
     assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_hub_folder_round_trip(tmp_path, variant):
+    sae = trained(variant)
+    sae.save_pretrained(tmp_path / "repo")
+    assert {p.name for p in (tmp_path / "repo").iterdir()} >= {"model.safetensors", "config.json", "README.md"}
+    loaded = st.SparseAutoencoder.from_pretrained(str(tmp_path / "repo"))
+    assert type(loaded) is type(sae)
+    for (name, a), b in zip(sae.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert type(sae).from_pretrained(str(tmp_path / "repo")).config() == sae.config()
+
+
+def test_hub_folder_errors_and_card(tmp_path):
+    sae = trained("TopKSAE")
+    (tmp_path / "card.json").write_text('{"name": "demo"}')
+    (tmp_path / "card.md").write_text("# Method card: demo\n")
+    sae.save_pretrained(tmp_path / "repo", card=(tmp_path / "card.json", tmp_path / "card.md"))
+    readme = (tmp_path / "repo" / "README.md").read_text()
+    assert readme.startswith("---\nlibrary_name: sae_tutorial") and "# Method card: demo" in readme
+    assert json.loads((tmp_path / "repo" / "method_card.json").read_text()) == {"name": "demo"}
+    with pytest.raises(ValueError, match="holds a TopKSAE, not a BatchTopKSAE"):
+        st.BatchTopKSAE.from_pretrained(str(tmp_path / "repo"))
+    cfg = json.loads((tmp_path / "repo" / "config.json").read_text())
+    (tmp_path / "repo" / "config.json").write_text(json.dumps({**cfg, "schema_version": 2}))
+    with pytest.raises(ValueError, match="schema version 2"):
+        st.TopKSAE.from_pretrained(str(tmp_path / "repo"))
+    with pytest.raises(FileNotFoundError, match="method card"):
+        sae.save_pretrained(tmp_path / "r2", card=(tmp_path / "nope.json", tmp_path / "card.md"))

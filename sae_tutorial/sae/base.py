@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor
 
 from .. import _checks
@@ -72,8 +73,12 @@ def geometric_median(points: Tensor, iters: int = 100, tol: float = 1e-7) -> Ten
     return y.to(points.dtype)
 
 
-class SparseAutoencoder(nn.Module):
-    """Base class. Subclasses implement `_sparsify(h, k) -> SAEOutput fields` and list their config keys."""
+class SparseAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="sae_tutorial",
+                        tags=["sparse-autoencoder", "interpretability", "vision"]):
+    """Base class. Subclasses implement `forward` (their sparsifier) and extend `config()` with their settings.
+
+    save_pretrained / from_pretrained / push_to_hub come from huggingface_hub's mixin (see hub.py for the folder).
+    """
 
     unit_norm_decoder: ClassVar[bool] = True  # project W_dec rows to the unit sphere after each step
     has_fixed_k: ClassVar[bool] = True        # the output carries (B, k) indices
@@ -201,3 +206,22 @@ class SparseAutoencoder(nn.Module):
         """Load a checkpoint, checking it holds this variant."""
         from ..checkpoint import load_sae
         return load_sae(path, device=device, expected=cls)
+
+    def save_pretrained(self, save_directory: str | Path, *, card: tuple[str | Path, str | Path] | None = None,
+                        **kwargs: Any):
+        """Write a hub-ready folder; `card` = the (JSON, Markdown) paths from `st.method_card`, used as README."""
+        if card is not None:
+            from ..hub import write_card
+            write_card(Path(save_directory), card)
+        return super().save_pretrained(save_directory, **kwargs)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from ..hub import write_folder
+        write_folder(self, Path(save_directory))
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: Any, force_download: bool,
+                         local_files_only: bool, token: Any, map_location: Any = "cpu", **model_kwargs: Any):
+        from ..hub import read_folder
+        return read_folder(cls, model_id, map_location, revision=revision, cache_dir=cache_dir,
+                           force_download=force_download, local_files_only=local_files_only, token=token)
