@@ -27,7 +27,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 BOOK_STAMP := _build/.book-built
 BOOK_SOURCES := _config.yml _toc.yml $(shell find book notebooks sae_tutorial -type f ! -name '*.pyc')
 
-book:
+book: system
 	@rm -f $(BOOK_STAMP)
 	@$(MAKE) --no-print-directory $(BOOK_STAMP)
 
@@ -43,11 +43,16 @@ $(BOOK_STAMP): $(STAMP) $(BOOK_SOURCES)
 test: $(STAMP) system $(BOOK_STAMP)
 	$(PY) -m pytest tests
 
-# Debian packages the checks need, installed when missing (as root): chromium for tests/test_book.py.
-DEBIAN_PACKAGES := chromium
+# Debian packages the checks need, installed when missing (as root; otherwise a hint): chromium for
+# tests/test_book.py, dataset-fashion-mnist for the embedded default (offline Fashion-MNIST).
+DEBIAN_PACKAGES := chromium dataset-fashion-mnist
 system:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else echo "make system: not root (or no apt-get), not installing:" $$missing; \
+	  echo "  install them with: sudo apt-get install" $$missing; fi
 
 # book/static/ holds, committed, the front-end code the book serves itself so that pages render offline: the
 # ipywidgets renderer, its AMD loader and MathJax (myst-nb and Sphinx would load them from CDNs). This target
@@ -66,6 +71,7 @@ vendor-js:
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_metrics.py
 
 clean:
 	rm -rf _build .pytest_cache
