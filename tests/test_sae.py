@@ -204,3 +204,13 @@ def test_bad_inputs_are_named():
         st.ReLUSAE(D, M, l1_coeff=-1.0)
     with pytest.raises(ValueError, match="momentum"):
         st.BatchTopKSAE(D, M, K, momentum=1.0)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_reconstruct_budgets_equals_forward_per_k(variant):
+    sae = make(variant)
+    sae.eval()
+    x = torch.randn(9, D)
+    got = sae.reconstruct_budgets(x, [1, 3, 8])
+    for k, x_hat in got.items():
+        torch.testing.assert_close(x_hat, sae(x, k=k).x_hat, rtol=1e-5, atol=1e-6)

@@ -173,6 +173,6 @@ def k_robustness(sae: SparseAutoencoder, x: Rows, ks: Sequence[int], metric: str
         stats = {k: Reconstruction() for k in budgets(ks, sae.n_latents)}
         for xb in iter_rows(x, "x", sae.d_in, chunk_size):
             xb = xb.to(device, dtype)
-            for k, s in stats.items():
-                s.update(xb, sae(xb, k=k).x_hat)
+            for k, x_hat in sae.reconstruct_budgets(xb, list(stats)).items():
+                stats[k].update(xb, x_hat)
     return {k: getattr(s, metric)() for k, s in stats.items()}

@@ -105,9 +105,9 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
             ms.update(codes, e)
             if top is not None:
                 top.update(codes)
-            for kk, stats in robust.items():
-                same = sae.has_fixed_k and kk == k                   # sae(x) already used the trained budget
-                stats.update(x, out.x_hat if same else sae(x, k=kk).x_hat)
+            if robust:
+                for kk, x_hat in sae.reconstruct_budgets(x, list(robust)).items():
+                    robust[kk].update(x, x_hat)
             sample.update(x, n)
             n += x.shape[0]
         if emb is not None:

@@ -83,6 +83,7 @@ class SparseAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="sae_tutor
     unit_norm_decoder: ClassVar[bool] = True  # project W_dec rows to the unit sphere after each step
     has_fixed_k: ClassVar[bool] = True        # the output carries (B, k) indices
     uses_auxk: ClassVar[bool] = True          # dead latents are revived by AuxK in training
+    per_row_budget: ClassVar[bool] = True     # forward(x, k=k') keeps each row's top-k' of ReLU(h)
 
     def __init__(self, d_in: int, n_latents: int, *, seed: int | None = None):
         super().__init__()
@@ -144,6 +145,21 @@ class SparseAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="sae_tutor
         idx = h.detach().topk(k, dim=1, sorted=False).indices      # (B, k)
         vals = F.relu(self.gather_pre_acts(x, h, idx))             # (B, k)
         return SAEOutput(self.decode_sparse(idx, vals), h, idx, vals)
+
+    @torch.no_grad()
+    def reconstruct_budgets(self, x: Tensor, ks: list[int]) -> dict[int, Tensor]:
+        """{k': x̂ = self(x, k=k').x_hat} for several inference budgets. Per-row Top-k' of ReLU(h) is a prefix of
+        the sorted Top-max(ks), so one encoder pass serves every budget (variants with `per_row_budget`)."""
+        if not self.per_row_budget:
+            return {k: self(x, k=k).x_hat for k in ks}
+        xin, scale = self._budget_input(self._check_x(x))
+        h = self.pre_activations(xin)                              # (B, m), once
+        vals, idx = F.relu(h).topk(max(ks), dim=1)                 # sorted: each budget is a prefix
+        return {k: self.decode_sparse(idx[:, :k], vals[:, :k]) * scale for k in ks}
+
+    def _budget_input(self, x: Tensor) -> tuple[Tensor, Tensor | float]:
+        """(what the encoder reads, the factor x̂ is rescaled by) on the inference-k path."""
+        return x, 1.0
 
     def encode(self, x: Tensor, k: int | None = None) -> Tensor:
         """Dense codes z (B, m); `k` overrides the budget at inference (Top-k of ReLU(h))."""

@@ -38,9 +38,7 @@ class SparsemaxSAE(SparseAutoencoder):
     uses_auxk = False
 
     def forward(self, x: Tensor, k: int | None = None, *, dense_grad: bool = True) -> SAEOutput:
-        x = self._check_x(x)
-        norm = x.norm(dim=1, keepdim=True).clamp_min(1e-12)        # (B, 1)
-        xn = x / norm
+        xn, norm = self._budget_input(self._check_x(x))            # x / ‖x‖, ‖x‖ (B, 1)
         h = self.pre_activations(xn)                               # (B, m)
         if k is not None:
             out = self._topk_output(xn, h, _checks.budget(k, self.n_latents))
@@ -49,6 +47,10 @@ class SparsemaxSAE(SparseAutoencoder):
         tau = sparsemax_threshold(h.detach())                      # (B, 1), no gradient through the support
         z = F.relu(h) * (h > tau)
         return SAEOutput(self.decode(z) * norm, h, None, dense_codes=z)
+
+    def _budget_input(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        norm = x.norm(dim=1, keepdim=True).clamp_min(1e-12)        # (B, 1)
+        return x / norm, norm
 
     def init_b_dec(self, sample: Tensor, method: str = "geometric_median") -> None:
         """b_dec lives in the unit-normalised input space, so it is fitted on normalised rows."""

@@ -40,6 +40,7 @@ class BatchTopKSAE(SparseAutoencoder):
     """
 
     has_fixed_k = False
+    per_row_budget = False    # forward(x, k=k') keeps the top B·k' of the whole batch
 
     def __init__(self, d_in: int, n_latents: int, k: int, *, momentum: float = 0.99, seed: int | None = None):
         super().__init__(d_in, n_latents, seed=seed)
