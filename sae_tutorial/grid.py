@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -60,7 +61,7 @@ PRESETS: dict[str, GridSpec] = {
     "embedded": GridSpec(
         name="embedded", backbones=("embedded",), datasets=(("fashion-mnist", "train", "test"),),
         ks=(8, 16, 32), seeds=(0, 1, 2), n_latents=1024, lambda_off=0.01, lambda_ratio=0.003,
-        train=dict(batch_size=512, epochs=5, lr=1e-3, warmup_steps=50, dead_after=60_000),
+        train=dict(batch_size=512, epochs=3, lr=1e-3, warmup_steps=50, dead_after=60_000),
         evaluate=dict(top_n=50, probe_ns=(1, 2, 4, 8), sample_size=3000, cknna_samples=512),
     ),
     "paper": GridSpec(
@@ -198,6 +199,63 @@ def run_grid(spec: GridSpec, out: str | Path, *, jobs: int = 1, data_fn: Callabl
     atomic_write(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
     atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(rows, indent=1, default=float)))
     return table
+
+
+# ---------------------------------------------------------------- the plan and its cost
+# Rows per split and embedding width of the presets' data (published sizes), for planning without the data.
+DATASET_ROWS = {"imagenet-1k": {"train": 1_281_167, "validation": 50_000},
+                "open-images-v7": {"train": 1_743_042, "validation": 41_620},
+                "fashion-mnist": {"train": 60_000, "test": 10_000}}
+EMBED_DIMS = {"clip-vit-l-14": 768, "siglip2": 1152, "vit-l-16": 1024, "embedded": 128}
+
+
+def measure_throughput(d: int, m: int, k: int, batch_size: int, overrides: dict[str, Any], steps: int = 3) -> float:
+    """Training samples/s of one cell kind on this machine's device (bf16 autocast on CUDA), from `steps` timed
+    steps after one warm-up, with the library's own step (train.loss_terms + optimizer_step)."""
+    from .train import loss_terms, make_optimizer, optimizer_step
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sae = TopKSAE(d, m, k, seed=0).to(device)
+    cfg = TrainConfig(batch_size=batch_size, progress=False, **overrides)
+    opt = make_optimizer(sae, cfg, 1e-4)
+    x = F.normalize(torch.randn(batch_size, d, device=device), dim=1)
+    dead = torch.zeros(m, dtype=torch.bool, device=device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss, _, _ = loss_terms(sae, x, cfg, dead, False, max(1, d // 2))
+        optimizer_step(sae, opt, loss)
+
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def dry_run(spec: GridSpec, throughput: dict[tuple, float] | None = None):
+    """The plan with its estimated device-hours: one row per cell with its training steps and hours, computed
+    from samples/s measured here (or given as {(d, k, method, mask): samples/s}). Returns a DataFrame."""
+    import pandas as pd
+
+    batch = spec.train.get("batch_size", TrainConfig().batch_size)
+    measured = dict(throughput or {})
+    rows = []
+    for cell in plan(spec):
+        n = DATASET_ROWS.get(cell.dataset, {}).get(cell.train_split, spec.limit or 0)
+        n = min(n, spec.limit) if spec.limit else n
+        d = EMBED_DIMS.get(cell.backbone, 0)
+        steps = spec.train.get("steps") or math.ceil(spec.train.get("epochs", 1.0) * (n // batch))
+        kind = (d, cell.k, cell.method, cell.mask)
+        if kind not in measured:
+            measured[kind] = measure_throughput(d, spec.n_latents, cell.k, batch, dict(cell.overrides))
+        rows.append({**cell.describe(), "train_rows": n, "d": d, "steps": steps,
+                     "samples_per_s": measured[kind], "hours": steps * batch / measured[kind] / 3600})
+    return pd.DataFrame(rows)
 
 
 def load_results(out: str | Path):

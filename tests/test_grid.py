@@ -7,7 +7,9 @@ import sys
 import pandas as pd
 import torch
 
-from sae_tutorial.grid import PRESETS, GridSpec, plan, run_grid
+import pytest
+
+from sae_tutorial.grid import PRESETS, GridSpec, dry_run, plan, run_grid
 from sae_tutorial.synthetic import make_sparse_data
 
 SPEC = GridSpec(name="tiny", backbones=("synthetic",), datasets=(("toy", "train", "test"),), ks=(4,), seeds=(0, 1),
@@ -61,3 +63,16 @@ def test_parallel_jobs_give_the_same_table(tmp_path):
     serial = run_grid(spec, tmp_path / "a", data_fn=toy_split, progress=False)
     parallel = run_grid(spec, tmp_path / "b", jobs=2, data_fn=toy_split, progress=False)
     torch.testing.assert_close(torch.tensor(serial["fvu"].values), torch.tensor(parallel["fvu"].values))
+
+
+def test_dry_run_estimates_hours_from_measured_throughput():
+    spec = dataclasses.replace(PRESETS["paper"], backbones=("vit-l-16",), ks=(32,))
+    plan_table = dry_run(spec, throughput={(1024, 32, m, mask): 1e5 for m, mask in
+                                           (("baseline", None), ("off-support l1", True), ("off-support l1", False),
+                                            ("l1/l2", True), ("l1/l2", False))})
+    assert len(plan_table) == 2 * 5
+    row = plan_table.iloc[0]
+    steps = 50 * (1_281_167 // 2048)
+    assert row["steps"] == steps and row["hours"] == pytest.approx(steps * 2048 / 1e5 / 3600)
+    measured = dry_run(dataclasses.replace(SPEC, backbones=("embedded",), datasets=(("fashion-mnist", "train", "test"),)))
+    assert (measured["samples_per_s"] > 0).all() and (measured["steps"] == 25).all()
