@@ -72,6 +72,7 @@ vendor-js:
 bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_metrics.py
+	$(PY) benchmarks/bench_embed.py
 
 clean:
 	rm -rf _build .pytest_cache

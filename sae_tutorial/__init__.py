@@ -7,13 +7,25 @@ Where things live:
     train.py      TrainConfig and train()
     checkpoint.py safetensors checkpoints, atomic writes
     synthetic.py  ground-truth sparse data and feature recovery
+    modes.py      SAE_TUTORIAL_MODE: small (CPU) / colab (one GPU) / full (the paper's scale)
+    metrics/      every evaluation metric (FVU, MS, purity, k-robustness, probes, CKNNA) and method cards
+    experiments.py   the paper's regularizer comparison
+    distributed.py   data-parallel training (torchrun)
+    hub.py        hub-ready folders (save_pretrained / from_pretrained)
+    backbones.py, datasets.py, embed.py   from images to cached embeddings
 """
 __version__ = "0.1.0"
 
-from . import losses, regularizers, synthetic
+from . import backbones, datasets, experiments, losses, metrics, regularizers, synthetic
+from . import explorer
 from .checkpoint import load_sae as load
+from .embed import embed, load_embeddings
+from .metrics import method_card
+from .modes import get_mode
 from .sae import BatchTopKSAE, ReLUSAE, SAEOutput, SparseAutoencoder, SparsemaxSAE, TopKSAE
 from .train import TrainConfig, train
 
 __all__ = ["TopKSAE", "BatchTopKSAE", "ReLUSAE", "SparsemaxSAE", "SparseAutoencoder", "SAEOutput",
-           "TrainConfig", "train", "load", "losses", "regularizers", "synthetic", "__version__"]
+           "TrainConfig", "train", "load", "get_mode", "embed", "load_embeddings", "method_card",
+           "backbones", "datasets", "experiments", "explorer", "losses", "metrics", "regularizers", "synthetic",
+           "__version__"]

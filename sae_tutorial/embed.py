@@ -1,0 +1,308 @@
+"""Embedding extraction into a resumable on-disk cache, and loading it back.
+
+    st.embed(backbone, dataset, split, out_dir)  writes
+        out_dir/manifest.json              backbone and data identity, dtype, shards (rows, sha256), progress
+        out_dir/shard-00000.safetensors    the first shard_size rows: "embeddings" (n, d) and "labels" (n,) int64
+        out_dir/shard-00001.safetensors    (-1: none); multi-label sets store "labels" (nnz,) + "label_offsets" (n+1,)
+    st.load_embeddings(out_dir)  memory-maps the shards and checks their hashes.
+
+Resuming: each shard is written atomically, then the manifest (atomically too) lists it. The manifest is the
+truth, so a kill at any moment loses at most the shard in flight, and a rerun starts at the first row no listed
+shard holds. Data order is fixed and batches never straddle shards, so a resumed cache equals an uninterrupted
+one (bit for bit on CPU).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from . import _checks, backbones, datasets
+from .backbones import Backbone
+from .checkpoint import atomic_write, tensors_sha256
+from .datasets import ImageDataset
+
+MANIFEST = "manifest.json"
+FORMAT = "sae_tutorial.embeddings"
+SCHEMA_VERSION = 1
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
+LABELS_DOC = ("labels (n,) int64, -1 = none; multi-label: labels (nnz,) with label_offsets (n + 1,), "
+              "row i has labels[label_offsets[i]:label_offsets[i + 1]]")
+
+
+def default_out_dir(backbone: str, dataset: str, split: str) -> Path:
+    """$SAE_TUTORIAL_CACHE/embeddings/<backbone>--<dataset>--<split>."""
+    return datasets.cache_dir() / "embeddings" / f"{backbone}--{dataset}--{split}".replace(":", "_").replace("/", "_")
+
+
+# ---------------------------------------------------------------- extraction
+class _Rows(torch.utils.data.Dataset):
+    """Key -> (preprocessed image, label); runs in DataLoader workers (decode + resize + normalise)."""
+
+    def __init__(self, dataset: ImageDataset, preprocess: Any):
+        self.dataset, self.preprocess = dataset, preprocess
+
+    def __getitem__(self, key: Any) -> tuple[Tensor, Any]:
+        image, label = self.dataset.load(key)
+        return self.preprocess(image), label
+
+
+def _batches(keys: Iterator[Any], batch_size: int, shard_size: int) -> Iterator[list[Any]]:
+    """Lists of keys, cut so that no batch straddles a shard boundary (shards start at the first key)."""
+    in_shard = 0
+    while batch := list(itertools.islice(keys, min(batch_size, shard_size - in_shard))):
+        yield batch
+        in_shard = (in_shard + len(batch)) % shard_size
+
+
+def _collate(rows: list[tuple[Tensor, Any]]) -> tuple[Tensor, list[Any]]:
+    images, labels = zip(*rows)
+    return torch.stack(images), list(labels)                 # (B, C, H, W), B labels
+
+
+def _label_tensors(labels: list[Any], multilabel: bool) -> dict[str, Tensor]:
+    if not multilabel:
+        return {"labels": torch.tensor(labels, dtype=torch.int64)}
+    lengths = torch.tensor([0] + [len(l) for l in labels], dtype=torch.int64)
+    flat = torch.tensor([c for l in labels for c in l], dtype=torch.int64)
+    return {"labels": flat, "label_offsets": lengths.cumsum(0)}
+
+
+def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    atomic_write(out / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
+
+
+def _write_shard(out: Path, manifest: dict[str, Any], emb: Tensor, labels: list[Any]) -> None:
+    """Write rows [manifest rows, + len(emb)) as the next shard, then list it in the manifest."""
+    from safetensors.torch import save_file
+
+    if not bool(torch.isfinite(emb).all()):
+        raise ValueError(f"the backbone produced NaN or Inf embeddings (rows {manifest['rows']}+); nothing written")
+    tensors = {"embeddings": emb.to("cpu", DTYPES[manifest["dtype"]]).contiguous(),
+               **_label_tensors(labels, manifest["dataset"]["multilabel"])}
+    name = f"shard-{len(manifest['shards']):05d}.safetensors"
+    atomic_write(out / name, lambda tmp: save_file(tensors, str(tmp)))
+    manifest["shards"].append({"file": name, "rows": len(emb), "sha256": tensors_sha256(tensors)})
+    manifest["rows"] += len(emb)
+    _write_manifest(out, manifest)
+
+
+def _open_cache(out: Path, identity: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of `out` if it holds this identity's embeddings (to resume), else a fresh one."""
+    identity = json.loads(json.dumps(identity))          # tuples -> lists, as stored
+    if not (out / MANIFEST).is_file():
+        from . import __version__
+        return {"format": FORMAT, "schema_version": SCHEMA_VERSION, "library_version": __version__, **identity,
+                "labels": LABELS_DOC, "shards": [], "rows": 0,
+                "exhausted": False,      # the data ran out: a later, larger limit has nothing to add
+                "finished": False}       # the last run ended normally (else: killed or failed, resume it)
+    manifest = read_manifest(out)
+    differ = [k for k in identity if manifest.get(k) != identity[k]]
+    if differ:
+        raise ValueError(f"{out} already holds embeddings with another {' and '.join(differ)}; "
+                         "pass another out_dir, or delete it to start over")
+    for tmp in out.glob(".*.tmp-*"):                      # left by a killed run
+        tmp.unlink()
+    return manifest
+
+
+def _non_negative_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)
+
+
+def default_workers() -> int:
+    """DataLoader workers when not given: one core stays with the main process (the forward), at most 8."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype extraction uses on `device`: bfloat16 on CUDA (float16 where unsupported, e.g. T4),
+    None (plain float32) on CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def embed(backbone: str | Backbone, dataset: str | ImageDataset, split: str | None = None,
+          out_dir: str | Path | None = None, *, weights: str | Path | None = None, tag: str | None = None,
+          batch_size: int = 256, num_workers: int | None = None, shard_size: int = 16384, limit: int | None = None,
+          device: str | torch.device | None = None, dtype: str = "float32", progress: bool = True,
+          **dataset_options: Any) -> Path:
+    """Embed every image of `dataset`/`split` (at least the first `limit`) with `backbone`; cache in `out_dir`.
+
+    backbone: a name for `st.backbones.get` (with `weights`, `tag`) or a Backbone. dataset: a name for
+    `st.datasets.get` (with `dataset_options`, e.g. data_dir=) or an ImageDataset. out_dir: default
+    $SAE_TUTORIAL_CACHE/embeddings/<backbone>--<dataset>--<split>. An unfinished cache there is resumed; a
+    finished one is returned as is. Images are decoded and preprocessed by `num_workers` DataLoader workers
+    (default: `default_workers()`); the model runs on `device` (default CUDA when present, with autocast).
+    Returns out_dir.
+    """
+    if isinstance(backbone, Backbone):
+        if weights is not None or tag is not None:
+            raise TypeError("weights and tag apply only when backbone is a name")
+    else:
+        backbone = backbones.get(backbone, weights, tag=tag)
+    if isinstance(dataset, ImageDataset):
+        if split not in (None, dataset.split) or dataset_options:
+            raise ValueError(f"dataset is already the {dataset.split!r} split; pass no split or options with it")
+    else:
+        dataset = datasets.get(dataset, split or "train", **dataset_options)
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    shard_size = _checks.positive_int(shard_size, "shard_size")
+    limit = None if limit is None else _checks.positive_int(limit, "limit")
+    _checks.choice(dtype, "dtype", tuple(DTYPES))
+    workers = default_workers() if num_workers is None else _non_negative_int(num_workers, "num_workers")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    out = Path(out_dir) if out_dir is not None else default_out_dir(backbone.name, dataset.name, dataset.split)
+    manifest = _open_cache(out, {"backbone": backbone.info(), "dataset": dataset.info(), "dtype": dtype})
+    ends = [n for n in (limit, dataset.num_rows) if n is not None]
+    target = min(ends) if ends else None                 # None: a stream of unknown length, to its end
+    if not (manifest["exhausted"] or (target is not None and manifest["rows"] >= target)):
+        _extract(out, manifest, backbone, dataset, target, batch_size, shard_size, workers, device, progress)
+        manifest["exhausted"] = limit is None or manifest["rows"] < limit
+    if not manifest["finished"]:
+        manifest["finished"] = True
+        _write_manifest(out, manifest)
+    return out
+
+
+def _extract(out: Path, manifest: dict[str, Any], backbone: Backbone, dataset: ImageDataset, target: int | None,
+             batch_size: int, shard_size: int, workers: int, device: torch.device, progress: bool) -> None:
+    """Embed rows manifest["rows"] .. target - 1 (or to the end), one shard at a time."""
+    if manifest["shards"] and manifest["shards"][-1]["rows"] < shard_size:
+        # An earlier run stopped at its `limit` mid-shard: redo that shard, so that shard and batch boundaries
+        # (and so the numbers) are those of one uninterrupted run.
+        manifest["rows"] -= manifest["shards"].pop()["rows"]
+    start = manifest["rows"]
+    amp = autocast_dtype(device)
+    manifest.update(finished=False, backbone_report=backbone.report,
+                    compute=f"{device.type}, {'autocast ' + str(amp) if amp else 'float32'}")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_manifest(out, manifest)
+
+    keys = itertools.islice(dataset.keys(start), None if target is None else target - start)
+    loader = torch.utils.data.DataLoader(_Rows(dataset, backbone.preprocess), num_workers=workers,
+                                         batch_sampler=_batches(keys, batch_size, shard_size),
+                                         collate_fn=_collate, pin_memory=device.type == "cuda")
+    model = backbone.model.to(device)
+    buf = torch.empty(shard_size, backbone.embed_dim, device=device)   # (shard_size, d): the shard being filled
+    n, labels = 0, []
+    bar = tqdm(total=target, initial=start, unit="img", disable=not progress,
+               desc=f"embedding {dataset.name}/{dataset.split} with {backbone.name}")
+    with torch.inference_mode(), bar:
+        for images, batch_labels in loader:                  # (B, C, H, W), B labels
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                z = model(images.to(device, non_blocking=True))                 # (B, d)
+            buf[n:n + len(z)] = z
+            labels += batch_labels
+            n += len(z)
+            bar.update(len(z))
+            if n == shard_size:
+                _write_shard(out, manifest, buf, labels)
+                n, labels = 0, []
+        if n:
+            _write_shard(out, manifest, buf[:n], labels)
+
+
+# ---------------------------------------------------------------- loading
+def read_manifest(out_dir: str | Path) -> dict[str, Any]:
+    """The manifest of an embedding cache, with clear errors for a missing or foreign one."""
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"no embedding cache at {out_dir} (no {MANIFEST}); create one with st.embed()")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON (corrupt?): {e}") from e
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an sae_tutorial embedding manifest")
+    if manifest.get("schema_version", 0) > SCHEMA_VERSION:
+        raise ValueError(f"{path} has schema version {manifest['schema_version']}; this sae_tutorial reads up to "
+                         f"{SCHEMA_VERSION}. Upgrade sae_tutorial to load it.")
+    return manifest
+
+
+def _map_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Memory-map every tensor of a safetensors file (copy-on-write: writing to them never touches the file)."""
+    if not path.is_file():
+        raise ValueError(f"shard {path} is missing")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else 0
+        if not 0 < n <= size - 8:
+            raise ValueError(f"shard {path} is truncated or corrupt (bad header length)")
+        try:
+            header = json.loads(f.read(n))
+            header.pop("__metadata__", None)
+            layout = {k: (SAFETENSORS_DTYPES[t["dtype"]], tuple(t["shape"]), *t["data_offsets"])
+                      for k, t in header.items()}
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"shard {path} has a corrupt header: {e!r}") from e
+    arrays = {}
+    for name, (dtype, shape, begin, end) in layout.items():
+        if 8 + n + end > size:
+            raise ValueError(f"shard {path} is truncated: {size} bytes, tensor {name!r} needs {8 + n + end}")
+        arrays[name] = (np.memmap(path, dtype, "c", offset=8 + n + begin, shape=shape) if end > begin
+                        else np.empty(shape, dtype))
+    return arrays
+
+
+@dataclass
+class Embeddings:
+    """A loaded cache. `x` is (N, d); labels as in the manifest's "labels" entry."""
+
+    shards: list[Tensor]             # per shard (n_i, d), memory-mapped
+    labels: Tensor                   # (N,) int64, -1 = none; multi-label: (nnz,) flat class ids
+    label_offsets: Tensor | None     # multi-label only: (N + 1,), row i has labels[offsets[i]:offsets[i + 1]]
+    classes: list[str]
+    manifest: dict[str, Any]
+
+    @cached_property
+    def x(self) -> Tensor:
+        """(N, d): the memory-mapped shard itself when there is one, else the shards concatenated in memory."""
+        return self.shards[0] if len(self.shards) == 1 else torch.cat(self.shards)
+
+    def __len__(self) -> int:
+        return self.manifest["rows"]
+
+
+def load_embeddings(out_dir: str | Path, verify: bool = True, partial: bool = False) -> Embeddings:
+    """Load the cache in `out_dir`. verify: check every shard's sha256 (reads it all once). partial: accept a
+    cache whose extraction has not finished (its rows so far)."""
+    out = Path(out_dir)
+    manifest = read_manifest(out)
+    if not manifest["finished"] and not partial:
+        raise ValueError(f"the extraction into {out} has not finished ({manifest['rows']} rows so far): rerun "
+                         "st.embed() with the same arguments to resume it, or pass partial=True")
+    if not manifest["shards"]:
+        raise ValueError(f"{out} holds no embeddings yet")
+    shards, labels, offsets = [], [], []
+    for shard in manifest["shards"]:
+        tensors = {k: torch.from_numpy(a) for k, a in _map_safetensors(out / shard["file"]).items()}
+        if verify and tensors_sha256(tensors) != shard["sha256"]:
+            raise ValueError(f"shard {out / shard['file']} is corrupt: its content hash does not match the manifest")
+        if "embeddings" not in tensors or len(tensors["embeddings"]) != shard["rows"]:
+            raise ValueError(f"shard {out / shard['file']} does not hold the {shard['rows']} rows the manifest lists")
+        shards.append(tensors["embeddings"])
+        labels.append(tensors["labels"])
+        if "label_offsets" in tensors:                      # shift each shard's offsets past the previous ones
+            offsets.append(tensors["label_offsets"][1:] + sum(len(l) for l in labels[:-1]))
+    label_offsets = torch.cat([torch.zeros(1, dtype=torch.int64), *offsets]) if offsets else None
+    return Embeddings(shards, torch.cat(labels), label_offsets, manifest["dataset"]["classes"], manifest)
