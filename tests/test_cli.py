@@ -1,0 +1,48 @@
+"""The command line: train (one process and under torchrun), clear errors for bad input."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import sae_tutorial as st
+from sae_tutorial.__main__ import main
+from sae_tutorial.synthetic import make_sparse_data
+
+ARGS = ["--n-latents", "64", "--k", "4", "--batch-size", "128", "--steps", "20", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "x.npy"
+    np.save(path, make_sparse_data(2048, 16, 48, seed=0).x.numpy())
+    return path
+
+
+def test_train_writes_a_hub_folder(data_file, tmp_path, capsys):
+    assert main(["train", "--data", str(data_file), "--out", str(tmp_path / "sae"), *ARGS]) == 0
+    sae = st.SparseAutoencoder.from_pretrained(str(tmp_path / "sae"))
+    assert isinstance(sae, st.TopKSAE) and sae.k == 4
+    assert "trained TopKSAE" in capsys.readouterr().out
+
+
+def test_bad_input_exits_2_with_the_reason(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "o"), *ARGS])
+    assert e.value.code == 2 and "missing.npy" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+                    reason="torchrun not installed")
+def test_torchrun_two_ranks_equal_one_process(data_file, tmp_path):
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    main(["train", "--data", str(data_file), "--out", str(tmp_path / "one"), *ARGS])
+    proc = subprocess.run([torchrun, "--nproc_per_node=2", "-m", "sae_tutorial", "train", "--data", str(data_file),
+                           "--out", str(tmp_path / "two"), *ARGS], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    one = st.SparseAutoencoder.from_pretrained(str(tmp_path / "one"))
+    two = st.SparseAutoencoder.from_pretrained(str(tmp_path / "two"))
+    torch.testing.assert_close(one.W_dec, two.W_dec, rtol=1e-4, atol=1e-5)
