@@ -71,47 +71,45 @@ def dead_latents_by_mask(table) -> matplotlib.figure.Figure:
     return fig
 
 
-def fvu_vs_inference_k(table) -> matplotlib.figure.Figure:
-    """FVU at inference budget k' relative to the training k, one panel per training k."""
+def _curves_per_k(table, prefix: str, ylabel: str, masks_off: bool):
+    """One panel per training k; in each, a curve per (method, mask) through the `<prefix><x>` columns."""
     ks = sorted(table["k"].unique())
     fig, axes = plt.subplots(1, len(ks), figsize=(4 * len(ks), 3.6), squeeze=False)
-    cols = sorted((int(m.group(1)), c) for c in table.columns if (m := re.fullmatch(r"fvu_k(\d+)", c)))
+    cols = sorted((int(m.group(1)), c) for c in table.columns if (m := re.fullmatch(prefix + r"(\d+)", c)))
     for ax, k in zip(axes[0], ks):
         for method, mask, rows in _groups(table[table["k"] == k]):
-            pts = [(kk, rows[c].mean(), rows[c].std()) for kk, c in cols if rows[c].notna().all()]
+            if mask is False and not masks_off:
+                continue
+            pts = [(x, rows[c].mean(), rows[c].std()) for x, c in cols if rows[c].notna().all()]
             ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], capsize=2,
                         label=label(method, mask), **_style(method, mask))
-        ax.axvline(k, color="k", lw=0.5)
         ax.set_xscale("log", base=2)
+        ax.set_title(f"trained with k={k}")
+    axes[0][0].set_ylabel(ylabel)
+    return fig, axes[0], ks
+
+
+def fvu_vs_inference_k(table) -> matplotlib.figure.Figure:
+    """FVU at each inference budget k', one panel per training k (the vertical line)."""
+    fig, axes, ks = _curves_per_k(table, "fvu_k", "FVU", masks_off=True)
+    for ax, k in zip(axes, ks):
+        ax.axvline(k, color="k", lw=0.5)
         ax.set_yscale("log")
         ax.set_xlabel("inference budget k'")
-        ax.set_title(f"trained with k={k}")
-    axes[0][0].set_ylabel("FVU")
-    axes[0][0].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
 def probe_vs_truncation(table) -> matplotlib.figure.Figure:
-    """Linear-probe accuracy with each sample's n leading latents kept; the dense embedding as a line."""
-    ks = sorted(table["k"].unique())
-    fig, axes = plt.subplots(1, len(ks), figsize=(4 * len(ks), 3.6), squeeze=False)
-    cols = sorted((int(m.group(1)), c) for c in table.columns if (m := re.fullmatch(r"probe_n(\d+)", c)))
-    for ax, k in zip(axes[0], ks):
-        sub = table[table["k"] == k]
-        for method, mask, rows in _groups(sub):
-            if mask is False:
-                continue
-            ax.errorbar([n for n, _ in cols], [rows[c].mean() for _, c in cols],
-                        yerr=[rows[c].std() for _, c in cols], capsize=2, label=label(method, mask),
-                        **_style(method, mask))
-        if "probe_dense" in sub:
-            ax.axhline(sub["probe_dense"].mean(), color="k", lw=0.8, ls=":", label="dense embedding")
-        ax.set_xscale("log", base=2)
+    """Linear-probe accuracy with each sample's n leading latents kept; the dense embedding as a dotted line."""
+    fig, axes, ks = _curves_per_k(table, "probe_n", "probe accuracy", masks_off=False)
+    for ax, k in zip(axes, ks):
+        dense = table.loc[table["k"] == k, "probe_dense"] if "probe_dense" in table else None
+        if dense is not None:
+            ax.axhline(dense.mean(), color="k", lw=0.8, ls=":", label="dense embedding")
         ax.set_xlabel("latents kept per sample (n)")
-        ax.set_title(f"k={k}")
-    axes[0][0].set_ylabel("probe accuracy")
-    axes[0][0].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
 

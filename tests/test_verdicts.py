@@ -47,3 +47,12 @@ def test_mixed_and_effect_sizes():
     assert ms["status"] == "contradicts" and ms["mean"] == pytest.approx(-0.05, abs=0.01)
     off = next(e for e in c1["effects"] if e["effect"] == "off-support l1: Δ MS")
     assert off["status"] == "supports" and off["mean"] == pytest.approx(0.05, abs=0.01)
+
+
+def test_grid_figures_are_written(tmp_path):
+    from sae_tutorial.plots import FIGURES, save_grid_figures
+
+    table = synthetic_table(True).assign(probe_dense=0.9)
+    paths = save_grid_figures(table, tmp_path)
+    assert [p.name for p in paths] == [f"{name}.png" for name in FIGURES]
+    assert all(p.stat().st_size > 10_000 for p in paths)
