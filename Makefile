@@ -8,9 +8,12 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
+# Everything the library caches (the embedded backbone, embeddings, the embedded grid) stays inside the checkout,
+# so a fresh clone builds from nothing and `make clean-cache` starts over.
+export SAE_TUTORIAL_CACHE ?= $(CURDIR)/.cache/sae_tutorial
 export MPLBACKEND ?= Agg
 
-.PHONY: install book test bench clean system vendor-js
+.PHONY: install book test bench clean clean-cache system vendor-js
 
 install: $(STAMP)
 
@@ -81,3 +84,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf _build .pytest_cache
+
+clean-cache:
+	rm -rf .cache/sae_tutorial
