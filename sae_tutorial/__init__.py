@@ -16,7 +16,7 @@ Where things live:
 """
 __version__ = "0.1.0"
 
-from . import backbones, datasets, experiments, losses, metrics, regularizers, synthetic
+from . import backbones, datasets, experiments, grid, losses, metrics, plots, regularizers, synthetic, verdicts
 from . import explorer
 from .checkpoint import load_sae as load
 from .embed import embed, load_embeddings

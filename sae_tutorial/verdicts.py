@@ -61,7 +61,7 @@ def effect(name: str, deltas: list[float], sign: int) -> dict[str, Any]:
     return {"effect": name, "n": n, "mean": mean, "std": std, "t": t, "status": status}
 
 
-def _k_degradation(row) -> float:
+def k_degradation(row) -> float:
     """mean over k' ≠ k of FVU(k') / FVU(k), from the fvu_k{k'} columns."""
     ratios = [row[c] / row["fvu"] for c in row.index
               if (m := re.fullmatch(r"fvu_k(\d+)", c)) and int(m.group(1)) != int(row["k"]) and not math.isnan(row[c])]
@@ -86,7 +86,7 @@ def claims(table) -> list[dict[str, Any]]:
     out.append({"claim": "3. ℓ1/ℓ2 makes reconstruction more robust to the inference-time k",
                 "effects": [effect("l1/l2: Δ mean FVU(k')/FVU(k)",
                                    _paired(table, "l1/l2", True, "baseline", None,
-                                           lambda a, b: _k_degradation(a) - _k_degradation(b)), -1)]})
+                                           lambda a, b: k_degradation(a) - k_degradation(b)), -1)]})
     probe_ns = sorted(int(m.group(1)) for c in table.columns if (m := re.fullmatch(r"probe_n(\d+)", c)))
     out.append({"claim": "4. ℓ1/ℓ2 improves linear probing when only a few leading latents are kept",
                 "effects": [effect(f"l1/l2: Δ probe accuracy, n={n}",
