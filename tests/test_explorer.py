@@ -16,8 +16,9 @@ from PIL import Image
 import sae_tutorial as st
 from sae_tutorial.explorer import (CardRenderer, ImageSource, LatentExplorer, card_deck, interesting, latent_cards,
                                    load_stats, precompute, stats_path)
-# The book's browser machinery: a session Chromium (fixture), a book build as `make book` runs it, a local server.
-from test_book import KNOWN_NOISE, ROOT, browser, build_book, serve  # noqa: F401 (browser is a fixture)
+# The book's browser machinery: a book build as `make book` runs it, a local server (the session Chromium, the
+# `browser` fixture, lives in conftest.py).
+from test_book import KNOWN_NOISE, ROOT, build_book, serve
 
 N, M, C, D = 240, 24, 4, 6
 NAMES = ["cat", "dog", "ship", "tree"]
