@@ -37,7 +37,7 @@ def _evaluate_run(sae: TopKSAE, x_eval: Tensor, features: Tensor | None) -> dict
     k = sae.k
     ks = sorted({max(1, k // 2), k, min(2 * k, sae.n_latents)})
     fvus = k_robustness(sae, x_eval, ks)
-    codes = sae.encode(x_eval)
+    codes = sae.encode(x_eval.to(sae.W_enc.device))
     row = {"fvu": fvus[k], "l0": l0(codes), "dead": int(dead_latents(codes).sum()),
            "fvu_k/2": fvus[ks[0]], "fvu_2k": fvus[ks[-1]]}
     if features is not None:
@@ -48,13 +48,15 @@ def _evaluate_run(sae: TopKSAE, x_eval: Tensor, features: Tensor | None) -> dict
 def compare_regularizers(x_train: Tensor, x_eval: Tensor | None = None, *, n_latents: int, k: int,
                          lambda_off: float = 0.01, lambda_ratio: float = 0.003, config: TrainConfig | None = None,
                          seeds: Sequence[int] = (0,), masks: Sequence[bool] = (True, False),
-                         features: Tensor | None = None, return_models: bool = False):
+                         features: Tensor | None = None, return_models: bool = False,
+                         device: str | torch.device | None = None):
     """Train baseline / +off-support ℓ1 / +ℓ1/ℓ2 (each with and without the batch-active mask) on shared data and
     seeds, and evaluate each on `x_eval` (default: x_train).
 
     Returns a pandas DataFrame with columns method, mask, lambda, seed, fvu, l0, dead, fvu_k/2, fvu_2k, seconds,
     and recovered, mean_max_cos when the true `features` (F, d) of synthetic data are given. With
-    return_models=True also returns {(method, mask, seed): trained SAE}.
+    return_models=True also returns {(method, mask, seed): trained SAE}. The SAEs train on `device` (default: CUDA
+    when available).
     """
     import pandas as pd
 
@@ -65,10 +67,11 @@ def compare_regularizers(x_train: Tensor, x_eval: Tensor | None = None, *, n_lat
         raise ValueError("config must be the baseline's (lambda_off = lambda_ratio = 0); pass the λ separately")
     _checks.non_negative(lambda_off, "lambda_off")
     _checks.non_negative(lambda_ratio, "lambda_ratio")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rows, models = [], {}
     for seed in seeds:
         for run in regularizer_runs(lambda_off, lambda_ratio, masks):
-            sae = TopKSAE(x_train.shape[1], n_latents, k, seed=seed)
+            sae = TopKSAE(x_train.shape[1], n_latents, k, seed=seed).to(device)
             cfg = dataclasses.replace(base, seed=seed, **run["overrides"])
             start = time.perf_counter()
             train(sae, x_train, cfg)
