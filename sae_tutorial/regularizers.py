@@ -72,7 +72,9 @@ def l1_l2_ratio(pre_acts: Tensor, indices: Tensor, mask: bool = True, phi: str =
     """R_rat = (1/B) Σ_b ‖φ(h_b,A)‖₁ / (‖φ(h_b,A)‖₂ + ε); scale-invariant, rows with φ(h_b,A) = 0 give 0."""
     _check(pre_acts, indices)
     eps = _checks.non_negative(eps, "eps")
-    p = _phi(pre_acts, phi) * _active(pre_acts, indices, mask)     # (B, m), zero outside A
+    p = _phi(pre_acts, phi)                                        # (B, m)
+    if mask:
+        p = p * _active(pre_acts, indices, mask)                   # zero outside A
     l1 = p.sum(1)                                                  # (B,)
     l2 = torch.linalg.vector_norm(p, dim=1)                        # (B,), subgradient 0 at p = 0
     return (l1 / (l2 + eps)).mean()
