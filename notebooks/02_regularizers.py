@@ -171,11 +171,22 @@ show_source(REG.l1_l2_ratio)
 # %% [markdown]
 # In training, `TrainConfig(lambda_off=..., lambda_ratio=..., reg_mask=True)` adds them to the loss. Plain Top-k
 # training gives gradient only to the $B \cdot k$ selected entries (chapter 1's fast path). The regularizers need a
-# gradient on every entry of $A$, so the training step cuts the pre-activations down to the columns of $A$ first;
-# with the mask switched off (the ablation) it takes all $m$ columns:
+# gradient on every entry of $A$, so the training step first cuts the pre-activations down to the units of $A$
+# (with the mask switched off, the ablation, it takes all $m$):
 
 # %%
 show_source(train_module.regularizer_view)
+
+# %% [markdown]
+# It then skips autograd over the $(B, m)$ matrix altogether. Each penalty has a closed-form twin that returns the
+# value *and* $\partial R / \partial h$ in a few in-place passes, and one backward of two matrix products hands the
+# weighted sum of those gradients to the encoder. The tests hold each twin to the definitions above, value and
+# gradient, on ties, all-negative rows and rows of zeros. Here is the $\ell_1/\ell_2$ twin, whose gradient formula
+# we derive in the exercise below:
+
+# %%
+show_source(REG.l1_l2_ratio_grad)
+show_source(train_module.regularizer_penalty)
 
 # %% [markdown]
 # ## A worked example

@@ -27,7 +27,7 @@ from . import _checks
 from .checkpoint import atomic_write
 from .distributed import Group
 from .losses import auxk_loss, fvu
-from .regularizers import PHIS, l1_l2_ratio, off_support_l1
+from .regularizers import PHIS, l1_l2_ratio_grad, off_support_l1_grad
 from .sae import SparseAutoencoder
 
 HISTORY_KEYS = ("loss", "fvu", "auxk", "sparsity", "r_off", "r_ratio", "l0", "dead_frac", "lr")
@@ -172,29 +172,59 @@ def _chain(first: Tensor, rest: Iterator[Tensor]) -> Iterator[Tensor]:
 
 
 # ---------------------------------------------------------------- one step
-def regularizer_view(sae: SparseAutoencoder, x: Tensor, out: Any, mask: bool,
-                     group: Group = Group()) -> tuple[Tensor, Tensor]:
-    """(pre-activations with gradient, Top-k indices into them): the units the regularizers act on, all of them.
+# Copying the columns of A out of h costs about one (B, m) pass; below this fraction of m it saves more than that
+# in the two backward GEMMs, above it the trainer keeps all of h and excludes the few units outside A instead.
+COPY_ACTIVE_BELOW = 0.9
 
-    Masked: only the batch-active columns A = ∪_b S_b (over the global batch), with indices remapped into A, so the
-    dense gradient costs |A|/m of a full dense backward (reading A costs one host sync). Unmasked (the ablation):
-    all m columns.
+
+def regularizer_view(sae: SparseAutoencoder, out: Any, mask: bool, group: Group = Group()
+                     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """(h, Top-k indices into h, the columns of the full h it holds, columns of it to exclude): what the regularizers
+    act on.
+
+    Masked: the batch-active units A = ∪_b S_b (over the global batch; reading A costs one host sync). When
+    |A| < COPY_ACTIVE_BELOW·m only the columns of A are copied out, with the indices remapped into them, so the
+    penalty's backward costs |A|/m of a full dense backward; otherwise all of h, with the units outside A excluded.
+    Unmasked (the ablation): all m units.
     """
     if not mask:
-        return sae.pre_acts_with_grad(x, out.pre_acts), out.indices
-    active = torch.zeros(sae.n_latents, dtype=torch.bool, device=x.device)
+        return out.pre_acts, out.indices, None, None
+    active = torch.zeros(sae.n_latents, dtype=torch.bool, device=out.pre_acts.device)
     active[out.indices.reshape(-1)] = True
-    cols = group.any(active).nonzero().squeeze(1)                  # A, sorted
-    return sae.pre_acts_with_grad(x, out.pre_acts, cols), torch.searchsorted(cols, out.indices)
+    active = group.any(active)
+    cols = active.nonzero().squeeze(1)                             # A, sorted
+    if cols.numel() >= COPY_ACTIVE_BELOW * sae.n_latents:
+        outside = (~active).nonzero().squeeze(1)
+        return out.pre_acts, out.indices, None, (outside if outside.numel() else None)
+    return out.pre_acts.index_select(1, cols), torch.searchsorted(cols, out.indices), cols, None
+
+
+def regularizer_penalty(sae: SparseAutoencoder, x: Tensor, out: Any, cfg: TrainConfig, weight: float,
+                        group: Group = Group()) -> tuple[Tensor, dict[str, Tensor]]:
+    """weight · (λ_off R_off + λ_rat R_rat) with its gradient to the encoder, and each R for the log.
+
+    Each R and its gradient ∂R/∂h come in closed form (regularizers.py); their weighted sum is handed to the encoder
+    in one backward of two GEMMs over the view's columns, and no autograd graph is built over the (B, m) matrix.
+    """
+    h, idx, cols, exclude = regularizer_view(sae, out, cfg.reg_mask, group)
+    h = h.to(torch.promote_types(h.dtype, torch.float32))         # bf16 under autocast: the penalty in fp32
+    value, grad, terms = h.new_zeros(()), None, {}
+    for name, lam, fn in (("r_off", cfg.lambda_off, off_support_l1_grad),
+                          ("r_ratio", cfg.lambda_ratio, l1_l2_ratio_grad)):
+        if lam > 0:
+            terms[name], g = fn(h, idx, phi=cfg.reg_phi, exclude=exclude)
+            value = value + weight * lam * terms[name]
+            grad = g.mul_(weight * lam) if grad is None else grad.add_(g, alpha=weight * lam)
+    return sae.attach_penalty(x, value, grad.to(out.pre_acts.dtype), cols), terms
 
 
 def loss_terms(sae: SparseAutoencoder, x: Tensor, cfg: TrainConfig, dead: Tensor, use_aux: bool, k_aux: int,
                reg_w: float = 1.0, group: Group = Group(), forward: Any = None) -> tuple[Tensor, dict[str, Tensor], Any]:
     """Forward pass and every loss term (0-d tensors): (total loss, terms, SAEOutput).
 
-    The forward always takes the fast path: Top-k values get the sparse backward, and the regularizers get
-    their own dense-gradient view of the pre-activations (see `regularizer_view`). With several ranks the
-    FVU-type terms are scaled as in distributed.py; `forward` is then the DDP wrapper of `sae`.
+    The forward always takes the fast path: Top-k values get the sparse backward, and the regularizers hand their
+    closed-form gradient to the encoder (see `regularizer_penalty`). With several ranks the FVU-type terms are
+    scaled as in distributed.py; `forward` is then the DDP wrapper of `sae`.
     """
     out = (forward or sae)(x, dense_grad=False)
     tv = group.total_variance(x) / group.world                    # W · Σ_r ... / TV: see distributed.py
@@ -203,15 +233,11 @@ def loss_terms(sae: SparseAutoencoder, x: Tensor, cfg: TrainConfig, dead: Tensor
              "r_off": zero, "r_ratio": zero}
     if use_aux:
         terms["auxk"] = auxk_loss(sae, x, out, dead, k_aux, tv)
+    penalty = zero
     if cfg.regularized:
-        h, idx = regularizer_view(sae, x, out, cfg.reg_mask, group)
-        h = h.float()   # the view holds exactly the units to regularize: mask=False inside it
-        if cfg.lambda_off > 0:
-            terms["r_off"] = off_support_l1(h, idx, mask=False, phi=cfg.reg_phi)
-        if cfg.lambda_ratio > 0:
-            terms["r_ratio"] = l1_l2_ratio(h, idx, mask=False, phi=cfg.reg_phi)
-    loss = (terms["fvu"] + cfg.auxk_alpha * terms["auxk"] + terms["sparsity"]
-            + reg_w * (cfg.lambda_off * terms["r_off"] + cfg.lambda_ratio * terms["r_ratio"]))
+        penalty, reg_terms = regularizer_penalty(sae, x, out, cfg, reg_w, group)
+        terms.update(reg_terms)
+    loss = terms["fvu"] + cfg.auxk_alpha * terms["auxk"] + terms["sparsity"] + penalty
     return loss, terms, out
 
 

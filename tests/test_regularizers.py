@@ -1,15 +1,18 @@
 """The paper's regularizers against slow loop references, their gradients, the mask, and training with them."""
+import importlib
 import math
 
 import pytest
 import torch
 
 import sae_tutorial as st
-from sae_tutorial.regularizers import batch_active_mask, l1_l2_ratio, off_support_l1
+from sae_tutorial.regularizers import (batch_active_mask, l1_l2_ratio, l1_l2_ratio_grad, off_support_l1,
+                                      off_support_l1_grad)
 from sae_tutorial.synthetic import make_sparse_data
-from sae_tutorial.train import TrainConfig, loss_terms
+from sae_tutorial.train import TrainConfig, loss_terms, regularizer_view
 
 B, M, K = 6, 20, 3
+train_module = importlib.import_module("sae_tutorial.train")   # the package attribute `train` is the function
 
 
 def phi(v: float, kind: str) -> float:
@@ -94,6 +97,23 @@ def test_autograd_matches_analytic_gradients():
     torch.testing.assert_close(h.grad, analytic)
 
 
+@pytest.mark.parametrize("kind", ["relu", "abs"])
+def test_closed_form_twins_match_autograd_of_the_definitions(kind):
+    """Training's (value, ∂R/∂h) twins against autograd through the definitions: ties, an all-negative row,
+    a row of exact zeros (the ε guard, and autograd's subgradient at p = 0) and both φ."""
+    h, idx = cases()
+    h[3] = 0.0
+    for fn, twin, kw in ((off_support_l1, off_support_l1_grad, {}),
+                         (l1_l2_ratio, l1_l2_ratio_grad, {"eps": 1e-8}),
+                         (l1_l2_ratio, l1_l2_ratio_grad, {"eps": 0.5})):
+        hg = h.clone().requires_grad_()
+        ref = fn(hg, idx, mask=False, phi=kind, **kw)
+        ref.backward()
+        value, grad = twin(h.clone(), idx, phi=kind, **kw)
+        torch.testing.assert_close(value, ref.detach(), msg=f"{fn.__name__} value")
+        torch.testing.assert_close(grad, hg.grad, msg=f"{fn.__name__} gradient")
+
+
 def test_ratio_gradient_is_orthogonal_to_the_code_and_the_ratio_scale_invariant():
     h = torch.randn(B, M, dtype=torch.float64).abs().requires_grad_()
     idx = h.topk(K, dim=1).indices
@@ -135,26 +155,33 @@ def test_bad_arguments():
         l1_l2_ratio(h, idx, eps=-1.0)
 
 
-@pytest.mark.parametrize("mask", [True, False])
-def test_training_view_gradients_equal_dense_autograd(mask):
-    """The trainer's confined view (columns of A only, sparse Top-k backward) gives the same gradients as
-    autograd through the full dense pre-activations."""
+@pytest.mark.parametrize("mask, copy", [(True, True), (True, False), (False, True)])
+def test_training_view_gradients_equal_dense_autograd(mask, copy, monkeypatch):
+    """The trainer's path (closed-form penalty gradients on the columns of A, or on all of h with the units outside A
+    excluded, plus the sparse Top-k backward) gives the same loss and gradients as autograd through the full dense
+    pre-activations."""
     torch.manual_seed(0)
     sae = st.TopKSAE(12, 48, 3, seed=0).double()
     with torch.no_grad():
         sae.b_enc[:6] += 2.0                                          # |A| well below m
         sae.b_dec.normal_()
+    if not copy:                                                      # keep all of h, exclude the units outside A
+        monkeypatch.setattr(train_module, "COPY_ACTIVE_BELOW", 0.0)
     x = torch.randn(16, 12, dtype=torch.float64)
     cfg = TrainConfig(lambda_off=0.3, lambda_ratio=0.2, reg_mask=mask, progress=False)
+    _, _, cols, exclude = regularizer_view(sae, sae(x, dense_grad=False), mask)
+    assert (cols is not None) == (mask and copy) and (exclude is not None) == (mask and not copy)
     dead = torch.zeros(48, dtype=torch.bool)
-    loss, terms, _ = loss_terms(sae, x, cfg, dead, False, 6)
+    loss, terms, _ = loss_terms(sae, x, cfg, dead, False, 6, reg_w=0.7)
     loss.backward()
     fast = {n: p.grad.clone() for n, p in sae.named_parameters()}
     sae.zero_grad(set_to_none=True)
     out = sae(x, dense_grad=True)
-    ref = (st.losses.fvu(x, out.x_hat) + 0.3 * off_support_l1(out.pre_acts, out.indices, mask)
-           + 0.2 * l1_l2_ratio(out.pre_acts, out.indices, mask))
+    r_off, r_rat = off_support_l1(out.pre_acts, out.indices, mask), l1_l2_ratio(out.pre_acts, out.indices, mask)
+    ref = st.losses.fvu(x, out.x_hat) + 0.7 * (0.3 * r_off + 0.2 * r_rat)
     torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(terms["r_off"], r_off.detach())
+    torch.testing.assert_close(terms["r_ratio"], r_rat.detach())
     ref.backward()
     for n, p in sae.named_parameters():
         torch.testing.assert_close(fast[n], p.grad, msg=n)

@@ -21,7 +21,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor
 
 from .. import _checks
-from .kernels import columns_with_grad, sparse_decode, sparse_encode
+from .kernels import known_grad_penalty, sparse_decode, sparse_encode
 
 
 @dataclass
@@ -127,12 +127,11 @@ class SparseAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="sae_tutor
             return pre_acts.gather(1, idx)
         return sparse_encode(x - self.b_dec, self.W_enc, self.b_enc, pre_acts, idx)
 
-    def pre_acts_with_grad(self, x: Tensor, pre_acts: Tensor, cols: Tensor | None = None) -> Tensor:
-        """h[:, cols] (all columns when None) with gradient to the encoder, from pre-activations computed without
-        a graph: the regularizers' view. Its backward touches only those columns (two |cols|/m GEMMs)."""
-        if cols is None:
-            cols = torch.arange(self.n_latents, device=pre_acts.device)
-        return columns_with_grad(x - self.b_dec, self.W_enc, self.b_enc, pre_acts, cols)
+    def attach_penalty(self, x: Tensor, value: Tensor, grad_h: Tensor, cols: Tensor | None = None) -> Tensor:
+        """`value` (0-d), a penalty on h[:, cols] (all columns when None) with its gradient grad_h = ∂value/∂h[:, cols]
+        known in closed form, given a gradient to the encoder: the regularizers' path. Its backward costs two
+        GEMMs over |cols| columns (see kernels.py)."""
+        return known_grad_penalty(x - self.b_dec, self.W_enc, self.b_enc, value, grad_h, cols)
 
     def _pre_acts_for(self, x: Tensor, dense_grad: bool) -> Tensor:
         if dense_grad:

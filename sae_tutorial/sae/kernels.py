@@ -62,35 +62,47 @@ class _SparseEncode(torch.autograd.Function):
         return grad_xc, grad_W, grad_b, None, None
 
 
-class _ColumnsWithGrad(torch.autograd.Function):
-    """h[:, cols] read from precomputed pre-activations, with the encoder gradient of those columns only."""
+class _KnownGradPenalty(torch.autograd.Function):
+    """A penalty P(h[:, cols]) whose gradient G = ∂P/∂h[:, cols] is already computed: the backward is G's GEMMs."""
 
     @staticmethod
-    def forward(ctx, xc: Tensor, W_enc: Tensor, b_enc: Tensor, pre_acts: Tensor, cols: Tensor) -> Tensor:
-        ctx.save_for_backward(xc, W_enc, cols)
-        return pre_acts.index_select(1, cols)                      # (B, |cols|)
+    def forward(ctx, xc: Tensor, W_enc: Tensor, b_enc: Tensor, value: Tensor, grad_h: Tensor,
+                cols: Tensor | None) -> Tensor:
+        ctx.save_for_backward(xc, W_enc)
+        ctx.grad_h, ctx.cols = grad_h, cols   # not saved_tensors: the backward scales grad_h in place
+        return value.detach().clone()
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        xc, W_enc, cols = ctx.saved_tensors
-        g = g.to(W_enc.dtype)
+        xc, W_enc = ctx.saved_tensors
+        G, cols = ctx.grad_h, ctx.cols
+        del ctx.grad_h
+        G = G.mul_(g.to(G.dtype))                                                   # (B, |cols|)
+        W = W_enc if cols is None else W_enc.index_select(0, cols)
         grad_xc = grad_W = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_xc = (g @ W_enc.index_select(0, cols)).to(xc.dtype)                     # (B, d)
+            grad_xc = (G @ W.to(G.dtype)).to(xc.dtype)                              # (B, d)
         if ctx.needs_input_grad[1]:
-            grad_W = torch.zeros_like(W_enc).index_copy_(0, cols, g.T @ xc.to(W_enc.dtype))  # (m, d)
+            gW = (G.T @ xc.to(G.dtype)).to(W_enc.dtype)                             # (|cols|, d)
+            grad_W = gW if cols is None else torch.zeros_like(W_enc).index_copy_(0, cols, gW)
         if ctx.needs_input_grad[2]:
-            grad_b = torch.zeros(W_enc.shape[0], dtype=g.dtype, device=g.device).index_copy_(0, cols, g.sum(0))
-        return grad_xc, grad_W, grad_b, None, None
+            gb = G.sum(0).to(W_enc.dtype)
+            grad_b = gb if cols is None else torch.zeros(W_enc.shape[0], dtype=gb.dtype,
+                                                         device=gb.device).index_copy_(0, cols, gb)
+        return grad_xc, grad_W, grad_b, None, None, None
 
 
-def columns_with_grad(xc: Tensor, W_enc: Tensor, b_enc: Tensor, pre_acts: Tensor, cols: Tensor) -> Tensor:
-    """h[:, cols] = xc W_enc[cols]ᵀ + b_enc[cols], read from `pre_acts` computed without grad.
+def known_grad_penalty(xc: Tensor, W_enc: Tensor, b_enc: Tensor, value: Tensor, grad_h: Tensor,
+                       cols: Tensor | None = None) -> Tensor:
+    """`value`, a function of h[:, cols] = xc W_enc[cols]ᵀ + b_enc[cols] (all columns when None), attached to the
+    encoder given its gradient grad_h = ∂value/∂h[:, cols] (B, |cols|), which it consumes:
 
-    The backward costs two GEMMs over |cols| columns instead of m: with cols = the batch-active set A, the
-    regularizers' dense gradient costs |A|/m of the full dense backward.
+        ∂/∂xc = grad_h W_enc[cols]      ∂/∂W_enc[cols] = grad_hᵀ xc      ∂/∂b_enc[cols] = Σ_b grad_h
+
+    Two GEMMs over |cols| columns and no autograd graph over the (B, m) pre-activations: the regularizers' step.
+    The GEMMs run in grad_h's dtype (bf16 under CUDA autocast).
     """
-    return _ColumnsWithGrad.apply(xc, W_enc, b_enc, pre_acts, cols)
+    return _KnownGradPenalty.apply(xc, W_enc, b_enc, value, grad_h, cols)
 
 
 def sparse_encode(xc: Tensor, W_enc: Tensor, b_enc: Tensor, pre_acts: Tensor, idx: Tensor) -> Tensor:
