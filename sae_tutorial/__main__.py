@@ -87,13 +87,27 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_options(items: list[str] | None) -> dict[str, dict[str, str]]:
+    """["open-images-v7.repo=/data/oiv7", ...] -> {"open-images-v7": {"repo": "/data/oiv7"}}."""
+    options: dict[str, dict[str, str]] = {}
+    for item in items or []:
+        name, _, rest = item.partition(".")
+        key, eq, value = rest.partition("=")
+        if not (name and key and eq):
+            raise ValueError(f"--dataset-option {item!r}: expected DATASET.KEY=VALUE, "
+                             "e.g. open-images-v7.repo=/data/oiv7")
+        options.setdefault(name, {})[key] = value
+    return options
+
+
 def _grid(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from . import grid, verdicts
 
     name = args.preset if args.command == "reproduce" else args.grid
-    spec = grid.PRESETS[name]
+    options = _dataset_options(args.dataset_option)
+    spec = grid.PRESETS[name].with_data_options(options)
     if getattr(args, "dry_run", False):
         table = grid.dry_run(spec)
         with pd.option_context("display.width", 200, "display.max_rows", 500):
@@ -102,7 +116,7 @@ def _grid(args: argparse.Namespace) -> int:
         print(f"{len(table)} cells, {table['hours'].sum():.1f} {device}-hours of SAE training "
               f"(throughput measured on this machine's {device}; embedding extraction not included)")
         return 0
-    table, out = grid.reproduce(name, args.out, jobs=args.jobs, progress=not args.no_progress)
+    table, out = grid.reproduce(name, args.out, jobs=args.jobs, progress=not args.no_progress, data_options=options)
     print(f"{len(table)} cells; results in {out / 'results.csv'}")
     from . import plots
     for path in plots.save_grid_figures(table, out / "figures"):
@@ -170,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--out", help="results folder (default: $SAE_TUTORIAL_CACHE/reproduce/<preset>-<hash>)")
         p.add_argument("--jobs", type=int, default=1, help="cells trained in parallel processes")
         p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--dataset-option", action="append", metavar="DATASET.KEY=VALUE",
+                       help="an st.datasets.get option for one data set of the grid (repeatable), e.g. "
+                            "open-images-v7.repo=/data/oiv7 open-images-v7.classes=oidv7-class-descriptions.csv")
         if command == "sweep":
             p.add_argument("--dry-run", action="store_true", help="print the plan and its estimated device-hours")
         p.set_defaults(run=_grid)

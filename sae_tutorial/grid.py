@@ -51,6 +51,28 @@ class GridSpec:
     evaluate: dict[str, Any] = field(default_factory=dict)    # st.metrics.evaluate options
     masks: tuple[bool, ...] = (True, False)
     limit: int | None = None                                   # rows per split (None: all)
+    data_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # st.datasets.get options per data set
+
+    def with_data_options(self, options: dict[str, dict[str, Any]]) -> "GridSpec":
+        """This grid reading its data sets with `options`, e.g. {"open-images-v7": {"repo": ..., "classes": ...}}."""
+        names = {ds for ds, _, _ in self.datasets}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise ValueError(f"data_options for {unknown}, which grid {self.name!r} does not use "
+                             f"(it uses {sorted(names)})")
+        merged = {ds: {**self.data_options.get(ds, {}), **opts} for ds, opts in options.items()}
+        return dataclasses.replace(self, data_options={**self.data_options, **merged})
+
+    def check_data_options(self) -> None:
+        """Fail before any training when a registry data set lacks an option it cannot do without."""
+        from .datasets import HUB
+
+        for ds, _, _ in self.datasets:
+            if ds in HUB and HUB[ds]["repo"] is None and "repo" not in self.data_options.get(ds, {}):
+                raise ValueError(f"{ds} has no official Hugging Face release: give the grid its copy with "
+                                 f"data_options={{{ds!r}: {{'repo': ..., 'classes': ...}}}} (command line: "
+                                 f"--dataset-option {ds}.repo=<dataset id or folder> "
+                                 f"--dataset-option {ds}.classes=<id,name CSV>)")
 
     def digest(self) -> str:
         blob = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
@@ -106,13 +128,14 @@ def plan(spec: GridSpec) -> list[Cell]:
 
 
 # ---------------------------------------------------------------- data
-def load_split(backbone: str, dataset: str, split: str, limit: int | None = None,
-               progress: bool = False) -> tuple[Tensor, Tensor, list[str]]:
-    """(x, labels, classes) of a cached split, extracting it first when missing. Embeddings are L2-normalised
-    (the MonoLoss protocol); multi-label data give an (N, C) 0/1 label matrix."""
+def load_split(backbone: str, dataset: str, split: str, limit: int | None = None, progress: bool = False,
+               **dataset_options: Any) -> tuple[Tensor, Tensor, list[str]]:
+    """(x, labels, classes) of a cached split, extracting it first when missing (`dataset_options` go to
+    st.datasets.get). Embeddings are L2-normalised (the MonoLoss protocol); multi-label data give an (N, C) 0/1
+    label matrix."""
     from .embed import embed, load_embeddings
 
-    emb = load_embeddings(embed(backbone, dataset, split, limit=limit, progress=progress))
+    emb = load_embeddings(embed(backbone, dataset, split, limit=limit, progress=progress, **dataset_options))
     n = len(emb) if limit is None else min(limit, len(emb))
     x = F.normalize(emb.x[:n].float(), dim=1)
     if emb.label_offsets is None:
@@ -137,8 +160,9 @@ def run_cell(cell: Cell, spec: GridSpec, out: Path, data_fn: Callable = load_spl
         return json.loads(report_path.read_text())
     if threads:
         torch.set_num_threads(threads)
-    x_tr, _, _ = data_fn(cell.backbone, cell.dataset, cell.train_split, spec.limit)
-    x_ev, y_ev, _ = data_fn(cell.backbone, cell.dataset, cell.eval_split, spec.limit)
+    options = spec.data_options.get(cell.dataset, {})
+    x_tr, _, _ = data_fn(cell.backbone, cell.dataset, cell.train_split, spec.limit, **options)
+    x_ev, y_ev, _ = data_fn(cell.backbone, cell.dataset, cell.eval_split, spec.limit, **options)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     sae = TopKSAE(x_tr.shape[1], spec.n_latents, cell.k, seed=cell.seed).to(device)
     cfg = TrainConfig(**{**spec.train, "seed": cell.seed, "progress": progress, **dict(cell.overrides)})
@@ -175,6 +199,8 @@ def run_grid(spec: GridSpec, out: str | Path, *, jobs: int = 1, data_fn: Callabl
 
     out = Path(out)
     jobs = _checks.positive_int(jobs, "jobs")
+    if data_fn is load_split:
+        spec.check_data_options()
     cells = plan(spec)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "spec.json", lambda tmp: tmp.write_text(json.dumps(dataclasses.asdict(spec), indent=1)))
@@ -269,12 +295,12 @@ def load_results(out: str | Path):
 
 
 def reproduce(preset: str = "embedded", out: str | Path | None = None, *, jobs: int = 1,
-              progress: bool = True):
+              progress: bool = True, data_options: dict[str, dict[str, Any]] | None = None):
     """Run a preset grid into `out` (default: $SAE_TUTORIAL_CACHE/reproduce/<preset>-<spec hash>); cells already
-    done are skipped, so a second call returns the cached table at once."""
+    done are skipped, so a second call returns the cached table at once. `data_options`: see GridSpec."""
     from .datasets import cache_dir
 
     _checks.choice(preset, "preset", tuple(PRESETS))
-    spec = PRESETS[preset]
+    spec = PRESETS[preset].with_data_options(data_options or {})
     out = Path(out) if out is not None else cache_dir() / "reproduce" / f"{preset}-{spec.digest()}"
     return run_grid(spec, out, jobs=jobs, progress=progress), out

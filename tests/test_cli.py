@@ -33,6 +33,14 @@ def test_bad_input_exits_2_with_the_reason(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--data", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "o"), *ARGS])
     assert e.value.code == 2 and "missing.npy" in capsys.readouterr().err
+    for option, reason in (("open-images-v7:repo", "DATASET.KEY=VALUE"), ("toy.repo=x", "does not use")):
+        with pytest.raises(SystemExit) as e:
+            main(["sweep", "--grid", "paper", "--dataset-option", option, "--out", str(tmp_path / "g")])
+        assert e.value.code == 2 and reason in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:                   # the paper grid needs its Open Images copy, up front
+        main(["sweep", "--grid", "paper", "--out", str(tmp_path / "g"), "--no-progress"])
+    assert e.value.code == 2 and "open-images-v7.repo=" in capsys.readouterr().err
+    assert not (tmp_path / "g" / "cells").exists()
 
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,

@@ -76,3 +76,23 @@ def test_dry_run_estimates_hours_from_measured_throughput():
     assert row["steps"] == steps and row["hours"] == pytest.approx(steps * 2048 / 1e5 / 3600)
     measured = dry_run(dataclasses.replace(SPEC, backbones=("embedded",), datasets=(("fashion-mnist", "train", "test"),)))
     assert (measured["samples_per_s"] > 0).all() and (measured["steps"] == 25).all()
+
+
+def test_data_options_reach_the_loader_and_are_checked(tmp_path):
+    seen = []
+
+    def split_with_options(backbone, dataset, split, limit=None, **options):
+        seen.append(options)
+        return toy_split(backbone, dataset, split, limit)
+
+    spec = dataclasses.replace(SPEC, seeds=(0,), masks=(True,)).with_data_options({"toy": {"repo": "/data/toy"}})
+    run_grid(spec, tmp_path / "g", data_fn=split_with_options, progress=False)
+    assert seen and all(o == {"repo": "/data/toy"} for o in seen)
+    with pytest.raises(ValueError, match="does not use"):
+        SPEC.with_data_options({"open-images-v7": {"repo": "x"}})
+    with pytest.raises(ValueError, match="open-images-v7.repo="):
+        PRESETS["paper"].check_data_options()
+    PRESETS["paper"].with_data_options({"open-images-v7": {"repo": "/data/oiv7"}}).check_data_options()
+    with pytest.raises(ValueError, match="open-images-v7.repo="):      # before any cell is trained
+        run_grid(PRESETS["paper"], tmp_path / "paper", progress=False)
+    assert not (tmp_path / "paper" / "cells").exists()
