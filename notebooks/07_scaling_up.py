@@ -72,13 +72,19 @@ plan.groupby(["backbone", "dataset"]).size().rename("cells").to_frame()
 #
 # ```bash
 # python -m sae_tutorial sweep --grid paper --out runs/paper --dry-run   # the plan and its cost
-# python -m sae_tutorial sweep --grid paper --out runs/paper             # run (resumable; rerun after a kill)
+# python -m sae_tutorial sweep --grid paper --out runs/paper \           # run (resumable; rerun after a kill)
+#     --dataset-option open-images-v7.repo=/data/open-images-v7 \
+#     --dataset-option open-images-v7.classes=oidv7-class-descriptions.csv
 # ```
+#
+# Open Images V7 has no official Hugging Face release, so the grid needs your copy (a hub dataset id or a local
+# folder with an image column and a list of label ids per image) and the CSV naming its classes. Without them the
+# sweep stops before training anything. From Python: `grid.PRESETS["paper"].with_data_options({...})`.
 #
 # The estimate comes from the training throughput measured on the machine it runs on. Measuring every cell kind at
 # the paper's sizes takes a while on a CPU, so this page measures the three kinds of step (plain Top-k, masked
 # regularizer, unmasked regularizer) once, at d=1024, m=8192, k=64, and scales to the other widths by d, since the
-# encoder GEMM (2·B·d·m FLOPs) dominates a step.
+# encoder GEMM (2·B·d·m FLOPs) dominates a step. Each step is also timed against that GEMM on the same machine.
 
 # %%
 import time
@@ -88,17 +94,21 @@ batch = 512 if DEVICE == "cpu" else spec.train["batch_size"]
 kinds = {"baseline": {}, "masked regularizer": {"lambda_ratio": 0.003},
          "unmasked regularizer": {"lambda_ratio": 0.003, "reg_mask": False}}
 start = time.perf_counter()
-measured = {name: grid.measure_throughput(1024, spec.n_latents, 64, batch, over, steps=3)
-            for name, over in kinds.items()}
+measured = {name: grid.measure_step(1024, spec.n_latents, 64, batch, over, steps=3) for name, over in kinds.items()}
 print(f"measured in {time.perf_counter() - start:.0f} s on {DEVICE} (batch {batch}):")
-pd.Series(measured, name="samples/s").round(0).to_frame()
+pd.DataFrame(measured).T[["samples_per_s", "step_per_gemm"]].round(2)
+
+# %% [markdown]
+# `step_per_gemm` is a step's time in units of its encoder GEMM. A plain Top-k step needs that one GEMM (the
+# backward touches only the $B \cdot k$ selected entries); a regularized step needs two more for the dense
+# gradient over the batch-active units, so about two more units.
 
 # %%
 def kind_of(cell) -> str:
     return "baseline" if cell.mask is None else "masked regularizer" if cell.mask else "unmasked regularizer"
 
-throughput = {(grid.EMBED_DIMS[c.backbone], c.k, c.method, c.mask): measured[kind_of(c)] * 1024 / grid.EMBED_DIMS[c.backbone]
-              for c in cells}
+throughput = {(grid.EMBED_DIMS[c.backbone], c.k, c.method, c.mask):
+              measured[kind_of(c)]["samples_per_s"] * 1024 / grid.EMBED_DIMS[c.backbone] for c in cells}
 costs = grid.dry_run(spec, throughput=throughput)
 hours = costs.groupby(["backbone", "dataset"])["hours"].sum()
 print(f"the whole grid: {costs['steps'].sum():,} steps, {costs['hours'].sum():,.0f} {DEVICE}-hours "
@@ -116,9 +126,29 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# These are the costs on the machine that built this page. On a GPU, run the same dry run (or
-# `python benchmarks/bench_train.py --json bench.json`, which times one step of each variant at d=768, m=12288,
-# k=64, B=2048 in bf16) and read your own figures: the formula is the same, hours = steps × batch / (samples/s).
+# **On common GPUs.** The machine that built this page may have no GPU, and a GPU's figures can only be measured on
+# one. What this page can give is a floor. `st.grid.gpu_hours` takes the shape of a step measured here
+# (`step_per_gemm`) and prices each GEMM-equivalent at 60 % of a card's published bf16 peak:
+#
+# $$\text{hours} = \text{steps} \cdot \text{step\_per\_gemm} \cdot
+#   \frac{2 B d m}{\text{TFLOP/s} \cdot 10^{12} \cdot 0.6} \,/\, 3600 .$$
+#
+# Read these numbers as floors, not predictions. On a GPU the memory-bound parts of a step (Top-k, gathers,
+# elementwise passes) and kernel launches cost far more than their share on a CPU, so real steps are several times
+# slower than this. What the floor does show is the scale: the SAE grid is GPU-hours, not GPU-days, and extracting
+# the embeddings (three ViT-L forward passes over about three million images) will likely cost more than training
+# on them. A dry run on the GPU itself replaces the floor with measured figures in about a minute.
+# %%
+batch_gpu = spec.train["batch_size"]
+ratio = {kind_of(c): measured[kind_of(c)]["step_per_gemm"] for c in cells}
+gpu = pd.DataFrame({card: [sum(grid.gpu_hours(r.steps, batch_gpu, r.d, spec.n_latents, ratio[kind_of(c)], tflops)
+                               for r, c in zip(costs.itertuples(), cells)
+                               if (c.backbone, c.dataset) == key)
+                           for key in hours.index]
+                    for card, tflops in grid.GPU_BF16_TFLOPS.items()}, index=hours.index)
+gpu.loc[("whole grid", ""), :] = gpu.sum()
+print(f"floor of the GPU-hours of SAE training, batch {batch_gpu}, from step/GEMM ratios measured on {DEVICE}:")
+gpu.round(2)
 
 # %% [markdown]
 # ## 2. Several GPUs: `torchrun`
@@ -179,7 +209,8 @@ print(type(again).__name__, "weights equal:", torch.equal(again.W_dec, sae.W_dec
 #
 # ## Summary
 #
-# - The paper grid is 90 resumable cells; `sweep --dry-run` prices it from throughput measured where it runs.
+# - The paper grid is 90 resumable cells; `sweep --dry-run` prices it from throughput measured where it runs, and
+#   on a CPU it also gives a floor for common GPUs, from the measured shape of a step.
 # - `torchrun -m sae_tutorial train` splits the global batch; the loss and the dead-latent statistics are those of
 #   one process on the whole batch.
 # - An SAE is shared as a folder: safetensors weights, a versioned `config.json` and its method card as the README.

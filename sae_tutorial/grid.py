@@ -235,12 +235,17 @@ DATASET_ROWS = {"imagenet-1k": {"train": 1_281_167, "validation": 50_000},
 EMBED_DIMS = {"clip-vit-l-14": 768, "siglip2": 1152, "vit-l-16": 1024, "embedded": 128}
 
 
-def measure_throughput(d: int, m: int, k: int, batch_size: int, overrides: dict[str, Any], steps: int = 3) -> float:
-    """Training samples/s of one cell kind on this machine's device (bf16 autocast on CUDA), from `steps` timed
-    steps after one warm-up, with the library's own step (train.loss_terms + optimizer_step)."""
+def measure_step(d: int, m: int, k: int, batch_size: int, overrides: dict[str, Any], steps: int = 3) -> dict[str, float]:
+    """One cell kind's training step on this machine's device (bf16 autocast on CUDA), with the library's own step
+    (train.loss_terms + optimizer_step), timed over `steps` steps after one warm-up; and the encoder GEMM
+    (B×d @ d×m) timed the same way, the yardstick of benchmarks/bench_train.py.
+
+    Returns {"samples_per_s", "step_s", "gemm_s", "step_per_gemm"}.
+    """
     from .train import loss_terms, make_optimizer, optimizer_step
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     sae = TopKSAE(d, m, k, seed=0).to(device)
     cfg = TrainConfig(batch_size=batch_size, progress=False, **overrides)
     opt = make_optimizer(sae, cfg, 1e-4)
@@ -248,28 +253,61 @@ def measure_throughput(d: int, m: int, k: int, batch_size: int, overrides: dict[
     dead = torch.zeros(m, dtype=torch.bool, device=device)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(**autocast):
             loss, _, _ = loss_terms(sae, x, cfg, dead, False, max(1, d // 2))
         optimizer_step(sae, opt, loss)
 
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * batch_size / (time.perf_counter() - start)
+    def gemm() -> None:
+        with torch.autocast(**autocast):
+            F.linear(x, sae.W_enc.detach())
+
+    def seconds(fn: Callable[[], None]) -> float:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - start) / steps
+
+    step_s, gemm_s = seconds(step), seconds(gemm)
+    return {"samples_per_s": batch_size / step_s, "step_s": step_s, "gemm_s": gemm_s, "step_per_gemm": step_s / gemm_s}
+
+
+def measure_throughput(d: int, m: int, k: int, batch_size: int, overrides: dict[str, Any], steps: int = 3) -> float:
+    """Training samples/s of one cell kind on this machine's device (see `measure_step`)."""
+    return measure_step(d, m, k, batch_size, overrides, steps)["samples_per_s"]
+
+
+# Dense bf16 tensor-core peaks (TFLOP/s, without structured sparsity), from NVIDIA's data sheets.
+GPU_BF16_TFLOPS = {"L4": 121.0, "A100": 312.0, "H100 SXM": 989.0}
+
+
+def gpu_hours(steps: int, batch_size: int, d: int, m: int, step_per_gemm: float, tflops: float,
+              gemm_efficiency: float = 0.6) -> float:
+    """A floor on the hours of `steps` training steps on a GPU that has not been measured:
+
+        hours = steps · step_per_gemm · 2·B·d·m / (tflops · 10¹² · gemm_efficiency) / 3600
+
+    step_per_gemm is a step's time in units of its encoder GEMM, *measured* (measure_step); each GEMM-equivalent is
+    priced at `gemm_efficiency` of the card's peak. Not a prediction: on a GPU the memory-bound parts of a step
+    (Top-k, gathers, elementwise passes) and kernel launches weigh far more than on a CPU, so real steps are several
+    times slower. A dry run on the GPU itself measures the real figure.
+    """
+    gemm_s = 2 * batch_size * d * m / (tflops * 1e12 * gemm_efficiency)
+    return steps * step_per_gemm * gemm_s / 3600
 
 
 def dry_run(spec: GridSpec, throughput: dict[tuple, float] | None = None):
     """The plan with its estimated device-hours: one row per cell with its training steps and hours, computed
-    from samples/s measured here (or given as {(d, k, method, mask): samples/s}). Returns a DataFrame."""
+    from samples/s measured here (or given as {(d, k, method, mask): samples/s}). Returns a DataFrame; cell kinds
+    measured here also carry `step_per_gemm` (see `gpu_hours`), NaN for given ones."""
     import pandas as pd
 
     batch = spec.train.get("batch_size", TrainConfig().batch_size)
-    measured = dict(throughput or {})
+    measured = {kind: {"samples_per_s": v, "step_per_gemm": math.nan} for kind, v in (throughput or {}).items()}
     rows = []
     for cell in plan(spec):
         n = DATASET_ROWS.get(cell.dataset, {}).get(cell.train_split, spec.limit or 0)
@@ -278,9 +316,10 @@ def dry_run(spec: GridSpec, throughput: dict[tuple, float] | None = None):
         steps = spec.train.get("steps") or math.ceil(spec.train.get("epochs", 1.0) * (n // batch))
         kind = (d, cell.k, cell.method, cell.mask)
         if kind not in measured:
-            measured[kind] = measure_throughput(d, spec.n_latents, cell.k, batch, dict(cell.overrides))
-        rows.append({**cell.describe(), "train_rows": n, "d": d, "steps": steps,
-                     "samples_per_s": measured[kind], "hours": steps * batch / measured[kind] / 3600})
+            measured[kind] = measure_step(d, spec.n_latents, cell.k, batch, dict(cell.overrides))
+        speed = measured[kind]["samples_per_s"]
+        rows.append({**cell.describe(), "train_rows": n, "d": d, "steps": steps, "samples_per_s": speed,
+                     "hours": steps * batch / speed / 3600, "step_per_gemm": measured[kind]["step_per_gemm"]})
     return pd.DataFrame(rows)
 
 

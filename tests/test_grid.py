@@ -9,7 +9,7 @@ import torch
 
 import pytest
 
-from sae_tutorial.grid import PRESETS, GridSpec, dry_run, plan, run_grid
+from sae_tutorial.grid import PRESETS, GridSpec, dry_run, gpu_hours, plan, run_grid
 from sae_tutorial.synthetic import make_sparse_data
 
 SPEC = GridSpec(name="tiny", backbones=("synthetic",), datasets=(("toy", "train", "test"),), ks=(4,), seeds=(0, 1),
@@ -76,6 +76,15 @@ def test_dry_run_estimates_hours_from_measured_throughput():
     assert row["steps"] == steps and row["hours"] == pytest.approx(steps * 2048 / 1e5 / 3600)
     measured = dry_run(dataclasses.replace(SPEC, backbones=("embedded",), datasets=(("fashion-mnist", "train", "test"),)))
     assert (measured["samples_per_s"] > 0).all() and (measured["steps"] == 25).all()
+    assert (measured["step_per_gemm"] > 0.5).all() and plan_table["step_per_gemm"].isna().all()
+
+
+def test_gpu_hours_formula():
+    # 1000 steps of a step worth 3 GEMMs, B=2048, d=1024, m=8192 on a 100-TFLOP/s card at 50 %
+    gemm_s = 2 * 2048 * 1024 * 8192 / (100e12 * 0.5)
+    assert gpu_hours(1000, 2048, 1024, 8192, 3.0, 100.0, 0.5) == pytest.approx(1000 * 3 * gemm_s / 3600)
+    assert gpu_hours(1000, 2048, 1024, 8192, 3.0, 200.0, 0.5) == pytest.approx(gpu_hours(500, 2048, 1024, 8192,
+                                                                                         3.0, 100.0, 0.5))
 
 
 def test_data_options_reach_the_loader_and_are_checked(tmp_path):
