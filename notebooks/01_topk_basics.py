@@ -38,11 +38,8 @@ if "google.colab" in sys.modules:
 import sae_tutorial as st
 import torch
 
-MODE = st.get_mode()        # "small" on a CPU, "colab" on a GPU (auto), or what you set
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+MODE, DEVICE = st.book.setup()   # "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
 if MODE == "small":
-    # Small matrices: on a busy 2-core CPU a second thread makes training several times slower.
-    torch.set_num_threads(1)
     SIZES = dict(n_train=50_000, n_eval=10_000, d=64, n_features=256, n_latents=512, k=6,
                  batch_size=256, epochs=12, lr=2e-3)
 else:
@@ -67,7 +64,6 @@ print(SIZES)
 # You need PyTorch basics (tensors, `topk`, `gather`/`scatter`). All the code runs on a laptop CPU in about a minute.
 
 # %%
-import inspect
 import json
 import re
 import time
@@ -76,13 +72,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch.nn.functional as F
-from IPython.display import Code, Markdown, display
+from IPython.display import Markdown, display
+from sae_tutorial.book import show_source
 from sae_tutorial.datasets import cache_dir
 
-
-def show_source(obj):
-    """Display the library's source of a function or class: formulas are read where they run."""
-    display(Code(inspect.getsource(obj), language="python"))
 
 
 # %% [markdown]

@@ -41,12 +41,8 @@ if "google.colab" in sys.modules:
 import sae_tutorial as st
 import torch
 
-MODE = st.get_mode()        # "small" on a CPU, "colab" on a GPU (auto), or what you set
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+MODE, DEVICE = st.book.setup()   # "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
 if MODE == "small":
-    # Small matrices: on a busy 2-core CPU a second thread makes training several times slower.
-    torch.set_num_threads(1)
-    # Synthetic ground truth, as in chapter 1 (fewer, larger batches: a CPU step costs ~10 ms of overhead).
     SYN = dict(n_train=40_000, n_eval=10_000, d=64, n_features=256, n_latents=512, k=6,
                batch_size=512, steps=320, lr=4e-3)
     # The embedded default: 128-d Fashion-MNIST embeddings of the library's small CNN.
@@ -89,7 +85,6 @@ print("embedded:", EMB)
 
 # %%
 import importlib
-import inspect
 import json
 import math
 import re
@@ -99,7 +94,8 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import Code, Markdown, display
+from IPython.display import Markdown, display
+from sae_tutorial.book import show_source
 from sae_tutorial.datasets import cache_dir
 from sae_tutorial.grid import load_split
 
@@ -110,10 +106,6 @@ LABELS = {"baseline": "Top-k (baseline)", "off-support l1": "+ off-support ℓ1"
 COLORS = {"baseline": "C0", "off-support l1": "C1", "l1/l2": "C2"}
 CHAPTER_START = time.perf_counter()
 
-
-def show_source(obj):
-    """Display the library's source of a function or class: formulas are read where they run."""
-    display(Code(inspect.getsource(obj), language="python"))
 
 
 def say(text):

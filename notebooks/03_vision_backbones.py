@@ -42,12 +42,7 @@ if "google.colab" in sys.modules:
 import sae_tutorial as st
 import torch
 
-MODE = st.get_mode()        # "small" on a CPU, "colab" on a GPU (auto), or what you set
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if MODE == "small":
-    # Small matrices: on a busy 2-core CPU a second thread makes training several times slower.
-    torch.set_num_threads(1)
-# The SAE on the embedded default (every mode): the settings of the library's `embedded` grid, k = 16.
+MODE, DEVICE = st.book.setup()   # "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
 SMALL_SAE = dict(n_latents=1024, k=16)
 # The real backbones (colab and full modes only; small mode skips them).
 BACKBONE_WEIGHTS = None     # None: pretrained weights from the hub; "random": the same architectures, offline
@@ -72,7 +67,6 @@ print(f"mode={MODE}, device={DEVICE}")
 
 # %%
 import dataclasses
-import inspect
 import json
 import os
 import re
@@ -89,16 +83,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch.nn.functional as F
-from IPython.display import Code, Markdown, display
+from IPython.display import Markdown, display
 from sae_tutorial import grid
+from sae_tutorial.book import show_source
 from sae_tutorial.datasets import cache_dir
 from sae_tutorial.embed import _write_shard, autocast_dtype
 from sae_tutorial.train import default_lr
 
-
-def show_source(obj):
-    """Display the library's source of a function or class: formulas are read where they run."""
-    display(Code(inspect.getsource(obj), language="python"))
 
 
 CHAPTER_DIR = cache_dir() / "chapter03"           # this chapter's own caches, rebuilt on every run

@@ -40,11 +40,7 @@ if "google.colab" in sys.modules:
 import sae_tutorial as st
 import torch
 
-MODE = st.get_mode()        # "small" on a CPU, "colab" on a GPU (auto), or what you set
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if MODE == "small":
-    # Small matrices: on a busy 2-core CPU a second thread makes everything slower.
-    torch.set_num_threads(1)
+MODE, DEVICE = st.book.setup()   # "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
 PRESET = "embedded"         # the grid every mode runs: Fashion-MNIST through the embedded CNN (CPU minutes)
 RUN_PAPER = MODE == "full"  # the paper's grid: three backbones x two data sets, GPU-days (never implicit)
 K_SHOWN = 16                # the training k of the SAEs examined one by one
@@ -69,7 +65,6 @@ print(f"mode={MODE}, device={DEVICE}, preset={PRESET}, paper grid: {'yes' if RUN
 # in about a minute on a laptop CPU.
 
 # %%
-import inspect
 import json
 import math
 import re
@@ -78,14 +73,11 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import Code, Markdown, display
+from IPython.display import Markdown, display
+from sae_tutorial.book import show_source
 
 CHAPTER_START = time.perf_counter()
 
-
-def show_source(obj):
-    """Display the library's source of a function or class: formulas are read where they run."""
-    display(Code(inspect.getsource(obj), language="python"))
 
 
 # %% [markdown]

@@ -39,11 +39,8 @@ if "google.colab" in sys.modules:
 import sae_tutorial as st
 import torch
 
-MODE = st.get_mode()                  # "small" on a CPU, "colab" on a GPU (auto), or what you set
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+MODE, DEVICE = st.book.setup()   # "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
 if MODE == "small":
-    # CPU: small matrices, and on a busy 2-core machine a second thread slows training down.
-    torch.set_num_threads(1)
     SIZES = dict(n_latents=512, k=8, epochs=3, batch_size=512, lambda_ratio=0.003, top_n=50, n_cards=12)
 else:
     # A GPU: the same embedded Fashion-MNIST backbone, a 4x wider dictionary trained longer. The explorer's
@@ -77,13 +74,10 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import Code, Markdown, display
+from IPython.display import Markdown, display
+from sae_tutorial.book import show_source
 from sae_tutorial.datasets import cache_dir
 
-
-def show_source(obj):
-    """Display the library's source of a function or class, so the formulas are read where they run."""
-    display(Code(inspect.getsource(obj), language="python"))
 
 
 # %% [markdown]

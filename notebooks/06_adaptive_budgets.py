@@ -43,13 +43,8 @@ if "google.colab" in sys.modules:
 import sae_tutorial as st
 import torch
 
-MODE = st.get_mode()        # "small" on a CPU, "colab" on a GPU (auto), or what you set
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+MODE, DEVICE = st.book.setup()   # "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
 if MODE == "small":
-    # Small matrices: on a busy 2-core CPU a second thread makes training several times slower.
-    torch.set_num_threads(1)
-    # l1_coeff was measured so that the ReLU SAE's mean L0 lands near k (about 14 at k=16, m=512);
-    # lambda_off and lambda_ratio are the values chapter 2's sweep found to cost little reconstruction.
     SIZES = dict(n_latents=512, k=16, epochs=2, batch_size=512, lr=2e-3, l1_coeff=0.3,
                  lambda_off=0.01, lambda_ratio=0.003, probe_samples=2500, probe_ns=(1, 2, 4, 8, 16))
 else:
@@ -76,7 +71,6 @@ print(SIZES)
 # You need chapter 1 (Top-k SAEs) and, for the regularizers and the metrics, chapters 2 and 4.
 
 # %%
-import inspect
 import json
 import re
 import time
@@ -84,14 +78,11 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import Code, Markdown, display
+from IPython.display import Markdown, display
+from sae_tutorial.book import show_source
 from sae_tutorial.datasets import cache_dir
 from sae_tutorial.grid import load_split
 
-
-def show_source(obj):
-    """Display the library's source of a function or class: formulas are read where they run."""
-    display(Code(inspect.getsource(obj), language="python"))
 
 
 # %% [markdown]

@@ -38,10 +38,7 @@ if "google.colab" in sys.modules:
 import sae_tutorial as st
 import torch
 
-MODE = st.get_mode()
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if MODE == "small":
-    torch.set_num_threads(1)
+MODE, DEVICE = st.book.setup()   # "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
 print(f"mode={MODE}, device={DEVICE}")
 
 # %% [markdown]
@@ -166,12 +163,10 @@ gpu.round(2)
 # this on CPU with two `gloo` processes: the losses of 20 steps match one process within 1e-5.
 
 # %%
-import inspect
-from IPython.display import Code
-
+from sae_tutorial.book import show_source
 from sae_tutorial.distributed import Group
 
-Code(inspect.getsource(Group.total_variance), language="python")
+show_source(Group.total_variance)
 
 # %% [markdown]
 # ## 3. Sharing an SAE

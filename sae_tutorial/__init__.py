@@ -13,10 +13,12 @@ Where things live:
     distributed.py   data-parallel training (torchrun)
     hub.py        hub-ready folders (save_pretrained / from_pretrained)
     backbones.py, datasets.py, embed.py   from images to cached embeddings
+    grid.py, verdicts.py, plots.py        the paper's grid as resumable cells, its verdicts and figures
+    book.py       what every chapter starts with (mode and device, showing the library's source)
 """
 __version__ = "0.1.0"
 
-from . import backbones, datasets, experiments, grid, losses, metrics, plots, regularizers, synthetic, verdicts
+from . import backbones, book, datasets, experiments, grid, losses, metrics, plots, regularizers, synthetic, verdicts
 from . import explorer
 from .checkpoint import load_sae as load
 from .embed import embed, load_embeddings
@@ -27,5 +29,6 @@ from .train import TrainConfig, train
 
 __all__ = ["TopKSAE", "BatchTopKSAE", "ReLUSAE", "SparsemaxSAE", "SparseAutoencoder", "SAEOutput",
            "TrainConfig", "train", "load", "get_mode", "embed", "load_embeddings", "method_card",
-           "backbones", "datasets", "experiments", "explorer", "losses", "metrics", "regularizers", "synthetic",
+           "backbones", "book", "datasets", "experiments", "explorer", "losses", "metrics", "regularizers",
+           "synthetic",
            "__version__"]
