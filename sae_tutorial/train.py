@@ -256,6 +256,11 @@ def make_optimizer(sae: SparseAutoencoder, cfg: TrainConfig, lr: float) -> torch
     return torch.optim.Adam(sae.parameters(), lr=lr, betas=cfg.betas, eps=cfg.adam_eps, fused=fused)
 
 
+def resolve_k_aux(k_aux: int | None, d_in: int, n_latents: int) -> int:
+    """AuxK's budget: TrainConfig.k_aux, or d_in // 2 when None; capped at the number of latents."""
+    return min(k_aux or max(1, d_in // 2), n_latents)
+
+
 def _lr_at(step: int, lr: float, warmup: int) -> float:
     return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
 
@@ -308,7 +313,7 @@ def train(sae: SparseAutoencoder, data: Any, config: TrainConfig | None = None) 
     group = Group.current()
     batches = _Batches(data, cfg, sae.d_in, device, dtype, group)
     dead_after = cfg.dead_after or min(10_000_000, batches.n_rows or 10_000_000)
-    k_aux = min(cfg.k_aux or max(1, sae.d_in // 2), m)
+    k_aux = resolve_k_aux(cfg.k_aux, sae.d_in, m)
     lr = cfg.lr or default_lr(m)
     use_aux_variant = sae.uses_auxk and cfg.auxk_alpha > 0
 

@@ -12,6 +12,7 @@ from sklearn.metrics import r2_score
 
 import sae_tutorial as st
 from sae_tutorial import metrics
+from sae_tutorial.train import default_lr
 from sae_tutorial.losses import fvu as loss_fvu
 
 
@@ -309,6 +310,25 @@ def test_evaluate_report_agrees_with_the_metrics(tmp_path):
     assert "| fvu |" in md_path.read_text()
     with pytest.raises(ValueError, match="layer"):
         st.method_card(sae, report, {k: v for k, v in prov.items() if k != "layer"}, tmp_path)
+
+
+def test_evaluate_without_probes_or_budgets_and_its_card(tmp_path):
+    """probe_ns=[] and ks=[] skip those metrics; the card says so, resolves AuxK's defaults and omits AuxK for
+    variants trained without it."""
+    x, y = torch.randn(300, 16), torch.randint(0, 3, (300,))
+    prov = {"source_model": "none", "layer": "-", "pooling": "-", "dataset": "randn", "split": "all",
+            "preprocessing": "none", "train_config": st.TrainConfig()}
+    for sae in (st.TopKSAE(16, 64, 4, seed=0), st.ReLUSAE(16, 64, seed=0)):
+        report = metrics.evaluate(sae, x, labels=y, probe_ns=[], ks=[], sample_size=200, cknna_samples=50)
+        assert not any(key.startswith(("probe_", "fvu_k")) for key in report) and "purity" in report
+        json_path, md_path = st.method_card(sae, report, {**prov, "name": type(sae).__name__}, tmp_path)
+        training, md = json.loads(json_path.read_text())["training"], md_path.read_text()
+        assert "**probe_accuracy**: not measured" in md and "**k_robustness_fvu**: not measured" in md
+        assert training["lr"] == pytest.approx(default_lr(64))
+        if sae.uses_auxk:
+            assert training["k_aux"] == 8 and training["dead_after"] == "min(10M, training rows)"
+        else:
+            assert training["auxk"] == "not used by this variant" and "k_aux" not in training
 
 
 @pytest.mark.parametrize("variant", [st.ReLUSAE, st.SparsemaxSAE, st.BatchTopKSAE])

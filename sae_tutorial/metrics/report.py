@@ -76,8 +76,8 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
     data: (N, d) inputs or chunks, read once (a generator over shards works). labels: (N,) class ids or (N, C)
     0/1 (enables purity; single-label ones also the probes). embeddings: (N, D) or chunks, the space of the
     Monosemanticity Score (default: the SAE's input).
-    ks: inference budgets for k-robustness (default k/4..4k for fixed-k variants). probe_ns: truncation levels
-    (default 1, 2, 4, ..., 32 and k). The probes (80/20 split) and CKNNA run on a uniform random sample of
+    ks: inference budgets for k-robustness (default k/4..4k for fixed-k variants; [] skips it). probe_ns: truncation
+    levels (default 1, 2, 4, ..., 32 and k; [] skips the probes). The probes (80/20 split) and CKNNA run on a uniform random sample of
     `sample_size` rows, re-encoded at the end; CKNNA on its first `cknna_samples`.
     Keys: fvu, r2, cosine, l0, dead, dead_frac, decoder_orthogonality, ms_mean, ms_max, ms_mean_dead_zero
     (MonoLoss's mean, NaN counted as 0), fvu_k{k'}, cosine_k{k'}, purity, purity_weighted, purity_chance,
@@ -129,7 +129,7 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
             report.update(top_n=top.top_n, purity=alive_mean(purity_from_top(top, y, multi, False)),
                           purity_weighted=alive_mean(purity_from_top(top, y, multi, True)),
                           purity_chance=purity_chance(y, top.top_n, seed=seed))
-            if not multi:
+            if not multi and ns:
                 report.update(_probe(sae, sample, y, [b for b in ns if b <= m]))
         xs = sample.x[:cknna_samples].to(device, dtype)
         report["cknna"] = cknna(xs, sae.encode(xs), CKNNA_K) if xs.shape[0] > CKNNA_K else math.nan
@@ -148,6 +148,16 @@ def _train_dict(cfg: Any) -> dict[str, Any]:
     if isinstance(cfg, dict):
         return dict(cfg)
     raise TypeError(f"provenance['train_config'] must be a TrainConfig or a dict, got {type(cfg).__name__}")
+
+
+def _auxk_settings(sae: SparseAutoencoder, cfg: dict[str, Any]) -> dict[str, Any]:
+    """AuxK's settings as train() resolves them (the defaults in words where they depend on the data)."""
+    from ..train import resolve_k_aux
+
+
+    k_aux = resolve_k_aux(cfg.get("k_aux"), sae.d_in, sae.n_latents)
+    dead_after = cfg.get("dead_after") or "min(10M, training rows)"
+    return {"auxk_alpha": cfg.get("auxk_alpha"), "k_aux": k_aux, "dead_after": dead_after}
 
 
 def _clean(v: Any) -> Any:
@@ -174,6 +184,7 @@ def method_card(sae: SparseAutoencoder, report: dict[str, Any], provenance: dict
     dict); optional name (default: variant-hash), steps (trained), notes. report: `evaluate`'s dict.
     """
     from .. import __version__
+    from ..train import default_lr
 
     require_sae(sae)
     missing = [f for f in PROVENANCE_FIELDS if f not in provenance]
@@ -194,9 +205,10 @@ def method_card(sae: SparseAutoencoder, report: dict[str, Any], provenance: dict
             "regularizer": " + ".join(regs) or "none", "lambda_off": lam_off, "lambda_ratio": lam_rat,
             "mask": None if not regs else "batch-active units" if cfg.get("reg_mask", True) else "all units",
             "phi": cfg.get("reg_phi") if regs else None,
-            "auxk_alpha": cfg.get("auxk_alpha"), "k_aux": cfg.get("k_aux"), "dead_after": cfg.get("dead_after"),
+            **(_auxk_settings(sae, cfg) if sae.uses_auxk else {"auxk": "not used by this variant"}),
             "steps": provenance.get("steps", cfg.get("steps")),
-            "epochs": cfg.get("epochs"), "batch_size": cfg.get("batch_size"), "lr": cfg.get("lr"),
+            "epochs": cfg.get("epochs"), "batch_size": cfg.get("batch_size"),
+            "lr": cfg.get("lr") or default_lr(sae.n_latents),
             "seed": cfg.get("seed"),
         },
         "metrics": {
@@ -234,6 +246,9 @@ def _markdown(card: dict[str, Any]) -> str:
             else:
                 lines.append(f"| {key} | {_fmt(v)} |")
         for key, curve in curves.items():
+            if not curve:
+                lines += ["", f"**{key}**: not measured"]
+                continue
             lines += ["", f"**{key}**", "", "| " + " | ".join(curve) + " |", "|" + "---|" * len(curve),
                       "| " + " | ".join(_fmt(v) for v in curve.values()) + " |"]
         lines.append("")
