@@ -155,8 +155,9 @@ def test_bad_arguments():
         l1_l2_ratio(h, idx, eps=-1.0)
 
 
-@pytest.mark.parametrize("mask, copy", [(True, True), (True, False), (False, True)])
-def test_training_view_gradients_equal_dense_autograd(mask, copy, monkeypatch):
+@pytest.mark.parametrize("mask, copy, x_grad", [(True, True, False), (True, False, False), (False, True, False),
+                                               (True, True, True), (True, False, True)])
+def test_training_view_gradients_equal_dense_autograd(mask, copy, x_grad, monkeypatch):
     """The trainer's path (closed-form penalty gradients on the columns of A, or on all of h with the units outside A
     excluded, plus the sparse Top-k backward) gives the same loss and gradients as autograd through the full dense
     pre-activations."""
@@ -167,7 +168,7 @@ def test_training_view_gradients_equal_dense_autograd(mask, copy, monkeypatch):
         sae.b_dec.normal_()
     if not copy:                                                      # keep all of h, exclude the units outside A
         monkeypatch.setattr(train_module, "COPY_ACTIVE_BELOW", 0.0)
-    x = torch.randn(16, 12, dtype=torch.float64)
+    x = torch.randn(16, 12, dtype=torch.float64).requires_grad_(x_grad)   # x_grad: the per-row input gradient too
     cfg = TrainConfig(lambda_off=0.3, lambda_ratio=0.2, reg_mask=mask, progress=False)
     _, _, cols, exclude = regularizer_view(sae, sae(x, dense_grad=False), mask)
     assert (cols is not None) == (mask and copy) and (exclude is not None) == (mask and not copy)
@@ -175,6 +176,8 @@ def test_training_view_gradients_equal_dense_autograd(mask, copy, monkeypatch):
     loss, terms, _ = loss_terms(sae, x, cfg, dead, False, 6, reg_w=0.7)
     loss.backward()
     fast = {n: p.grad.clone() for n, p in sae.named_parameters()}
+    if x_grad:
+        fast["x"], x.grad = x.grad, None
     sae.zero_grad(set_to_none=True)
     out = sae(x, dense_grad=True)
     r_off, r_rat = off_support_l1(out.pre_acts, out.indices, mask), l1_l2_ratio(out.pre_acts, out.indices, mask)
@@ -185,6 +188,8 @@ def test_training_view_gradients_equal_dense_autograd(mask, copy, monkeypatch):
     ref.backward()
     for n, p in sae.named_parameters():
         torch.testing.assert_close(fast[n], p.grad, msg=n)
+    if x_grad:
+        torch.testing.assert_close(fast["x"], x.grad, msg="x")
 
 
 def test_training_with_each_regularizer_keeps_fvu_and_lowers_its_penalty():

@@ -61,10 +61,12 @@ def test_topk_matches_dense_reference_in_float64():
 
 def _grads(sae, x, dense_grad):
     sae.zero_grad(set_to_none=True)
+    x = x.detach().requires_grad_(x.requires_grad)
     out = sae(x, dense_grad=dense_grad)
-    loss = (out.x_hat - x.flip(0)).pow(2).sum() + 0.3 * out.x_hat.sum()
+    loss = (out.x_hat - x.detach().flip(0)).pow(2).sum() + 0.3 * out.x_hat.sum()
     loss.backward()
-    return {n: p.grad.clone() for n, p in sae.named_parameters()}
+    grads = {n: p.grad.clone() for n, p in sae.named_parameters()}
+    return {**grads, "x": x.grad} if x.requires_grad else grads
 
 
 def test_fast_path_gradients_equal_dense_path_and_autograd_reference():
@@ -84,6 +86,18 @@ def test_fast_path_gradients_equal_dense_path_and_autograd_reference():
     for name, p in sae.named_parameters():
         torch.testing.assert_close(fast[name], p.grad, msg=f"fast path, {name}")
         torch.testing.assert_close(dense[name], p.grad, msg=f"dense path, {name}")
+
+
+def test_fast_path_gradient_to_the_input_when_it_asks_for_one():
+    """The data need no gradient in training (b_dec's comes from Σ_b ∂L/∂h_b), but an x that requires grad gets
+    its per-row gradient on the fast path too."""
+    sae = make("TopKSAE").double()
+    with torch.no_grad():
+        sae.b_dec.normal_()
+    x = torch.randn(32, D, dtype=torch.float64).requires_grad_()
+    fast, dense = _grads(sae, x, False), _grads(sae, x, True)
+    for name in dense:
+        torch.testing.assert_close(fast[name], dense[name], msg=name)
 
 
 def test_fast_path_returns_pre_acts_without_graph():

@@ -125,13 +125,13 @@ class SparseAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="sae_tutor
         the backward touches only the gathered entries (see kernels.py)."""
         if pre_acts.requires_grad or not torch.is_grad_enabled():
             return pre_acts.gather(1, idx)
-        return sparse_encode(x - self.b_dec, self.W_enc, self.b_enc, pre_acts, idx)
+        return sparse_encode(x, self.b_dec, self.W_enc, self.b_enc, pre_acts, idx)
 
     def attach_penalty(self, x: Tensor, value: Tensor, grad_h: Tensor, cols: Tensor | None = None) -> Tensor:
         """`value` (0-d), a penalty on h[:, cols] (all columns when None) with its gradient grad_h = ∂value/∂h[:, cols]
-        known in closed form, given a gradient to the encoder: the regularizers' path. Its backward costs two
-        GEMMs over |cols| columns (see kernels.py)."""
-        return known_grad_penalty(x - self.b_dec, self.W_enc, self.b_enc, value, grad_h, cols)
+        known in closed form, given a gradient to the encoder: the regularizers' path. Its backward costs one GEMM
+        over |cols| columns (see kernels.py)."""
+        return known_grad_penalty(x, self.b_dec, self.W_enc, self.b_enc, value, grad_h, cols)
 
     def _pre_acts_for(self, x: Tensor, dense_grad: bool) -> Tensor:
         if dense_grad:

@@ -5,15 +5,19 @@ Top-k selects. Autograd through `h.gather` would still build a dense (B, m) grad
 (B, d) x (d, m) GEMMs in the backward. Here the backward works on the selected entries alone:
 
     vals[b, j]   = h[b, idx[b, j]]                      forward: a gather from h computed without grad
-    ∂L/∂xc[b]    = Σ_j g[b, j] W_enc[idx[b, j]]          embedding_bag over the selected rows
     ∂L/∂W_enc[i] = Σ_{(b, j): idx[b, j] = i} g[b, j] xc[b]   = Gᵀ xc with G sparse (B, m): `sparse_t_matmul`
-    ∂L/∂b_enc[i] = Σ_{(b, j): idx[b, j] = i} g[b, j]
+    ∂L/∂b_enc[i] = Σ_{(b, j): idx[b, j] = i} g[b, j]        = Σ_b G[b, i]
+    ∂L/∂b_dec    = −Σ_b Σ_j g[b, j] W_enc[idx[b, j]]      = −(∂L/∂b_enc) W_enc: one (m,) × (m, d) product
 
-and the decode x̂ = Σ_j vals[b, j] W_dec[idx[b, j]] is an `embedding_bag`, whose own backward is sparse
-too. No (B, k, d) tensor is ever built: that is what keeps the step near the one unavoidable GEMM.
-Same idea as EleutherAI sparsify's fused encoder, without its (B, k, d) intermediate.
+where xc = x − b_dec. The data x need no gradient in training, so b_dec's gradient through the encoder never
+needs the per-row (B, d) product; it is computed only when x itself requires grad (an embedding_bag here, a GEMM
+in the penalty path below). The decode x̂ = Σ_j vals[b, j] W_dec[idx[b, j]] is an `embedding_bag`, whose own
+backward is sparse too. No (B, k, d) tensor is ever built: that is what keeps the step near the one unavoidable
+GEMM. Same idea as EleutherAI sparsify's fused encoder, without its (B, k, d) intermediate.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -38,79 +42,91 @@ def sparse_t_matmul(idx: Tensor, weights: Tensor, dense: Tensor, n_rows: int) ->
     return F.embedding_bag(rows, dense, offsets, mode="sum", per_sample_weights=w)
 
 
+def _input_grads(ctx, gb: Tensor, W: Tensor, per_row: Callable[[], Tensor]) -> tuple[Tensor | None, Tensor | None]:
+    """(∂L/∂x, ∂L/∂b_dec) of an encoder read of xc = x − b_dec, given gb = Σ_b ∂L/∂h_b over the columns of W.
+
+    ∂L/∂b_dec = −Σ_b ∂L/∂xc_b = −gb W; the per-row ∂L/∂xc = `per_row()` (B, d) is built only when x needs it.
+    """
+    grad_x = grad_b_dec = None
+    if ctx.needs_input_grad[0]:
+        grad_x = per_row()
+        if ctx.needs_input_grad[1]:
+            grad_b_dec = -grad_x.sum(0)
+    elif ctx.needs_input_grad[1]:
+        grad_b_dec = -(gb.to(W.dtype) @ W)
+    return grad_x, grad_b_dec
+
+
 class _SparseEncode(torch.autograd.Function):
     """Gather h[b, idx[b, j]] from precomputed pre-activations; backward touches only the selected entries."""
 
     @staticmethod
-    def forward(ctx, xc: Tensor, W_enc: Tensor, b_enc: Tensor, pre_acts: Tensor, idx: Tensor) -> Tensor:
-        ctx.save_for_backward(xc, W_enc, idx)
-        ctx.n_latents = W_enc.shape[0]
+    def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, pre_acts: Tensor, idx: Tensor) -> Tensor:
+        ctx.save_for_backward(x, b_dec, W_enc, idx)
         return pre_acts.gather(1, idx)                             # (B, k)
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        xc, W_enc, idx = ctx.saved_tensors
+        x, b_dec, W_enc, idx = ctx.saved_tensors
         g = g.to(W_enc.dtype)
-        grad_xc = grad_W = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_xc = F.embedding_bag(idx, W_enc, mode="sum", per_sample_weights=g).to(xc.dtype)  # (B, d)
-        if ctx.needs_input_grad[1]:
-            grad_W = sparse_t_matmul(idx, g, xc.to(W_enc.dtype), ctx.n_latents)                 # (m, d)
+        m = W_enc.shape[0]
+        gb = torch.zeros(m, dtype=g.dtype, device=g.device).index_add_(0, idx.reshape(-1), g.reshape(-1))  # (m,)
+        grad_x, grad_b_dec = _input_grads(
+            ctx, gb, W_enc, lambda: F.embedding_bag(idx, W_enc, mode="sum", per_sample_weights=g).to(x.dtype))
+        grad_W = None
         if ctx.needs_input_grad[2]:
-            grad_b = torch.zeros(ctx.n_latents, dtype=g.dtype, device=g.device)
-            grad_b.index_add_(0, idx.reshape(-1), g.reshape(-1))                                 # (m,)
-        return grad_xc, grad_W, grad_b, None, None
+            grad_W = sparse_t_matmul(idx, g, (x - b_dec).to(W_enc.dtype), m)                  # (m, d)
+        grad_b = gb if ctx.needs_input_grad[3] else None
+        return grad_x, grad_b_dec, grad_W, grad_b, None, None
 
 
 class _KnownGradPenalty(torch.autograd.Function):
     """A penalty P(h[:, cols]) whose gradient G = ∂P/∂h[:, cols] is already computed: the backward is G's GEMMs."""
 
     @staticmethod
-    def forward(ctx, xc: Tensor, W_enc: Tensor, b_enc: Tensor, value: Tensor, grad_h: Tensor,
+    def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, value: Tensor, grad_h: Tensor,
                 cols: Tensor | None) -> Tensor:
-        ctx.save_for_backward(xc, W_enc)
+        ctx.save_for_backward(x, b_dec, W_enc)
         ctx.grad_h, ctx.cols = grad_h, cols   # not saved_tensors: the backward scales grad_h in place
         return value.detach().clone()
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        xc, W_enc = ctx.saved_tensors
+        x, b_dec, W_enc = ctx.saved_tensors
         G, cols = ctx.grad_h, ctx.cols
         del ctx.grad_h
         G = G.mul_(g.to(G.dtype))                                                   # (B, |cols|)
         W = W_enc if cols is None else W_enc.index_select(0, cols)
-        grad_xc = grad_W = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_xc = (G @ W.to(G.dtype)).to(xc.dtype)                              # (B, d)
-        if ctx.needs_input_grad[1]:
-            gW = (G.T @ xc.to(G.dtype)).to(W_enc.dtype)                             # (|cols|, d)
-            grad_W = gW if cols is None else torch.zeros_like(W_enc).index_copy_(0, cols, gW)
+        gb = G.sum(0, dtype=W_enc.dtype)                                            # (|cols|,)
+        grad_x, grad_b_dec = _input_grads(ctx, gb, W, lambda: (G @ W.to(G.dtype)).to(x.dtype))
+        grad_W = grad_b = None
         if ctx.needs_input_grad[2]:
-            gb = G.sum(0).to(W_enc.dtype)
-            grad_b = gb if cols is None else torch.zeros(W_enc.shape[0], dtype=gb.dtype,
-                                                         device=gb.device).index_copy_(0, cols, gb)
-        return grad_xc, grad_W, grad_b, None, None, None
+            gW = (G.T @ (x - b_dec).to(G.dtype)).to(W_enc.dtype)                    # (|cols|, d)
+            grad_W = gW if cols is None else torch.zeros_like(W_enc).index_copy_(0, cols, gW)
+        if ctx.needs_input_grad[3]:
+            grad_b = gb if cols is None else gb.new_zeros(W_enc.shape[0]).index_copy_(0, cols, gb)
+        return grad_x, grad_b_dec, grad_W, grad_b, None, None, None
 
 
-def known_grad_penalty(xc: Tensor, W_enc: Tensor, b_enc: Tensor, value: Tensor, grad_h: Tensor,
+def known_grad_penalty(x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, value: Tensor, grad_h: Tensor,
                        cols: Tensor | None = None) -> Tensor:
-    """`value`, a function of h[:, cols] = xc W_enc[cols]ᵀ + b_enc[cols] (all columns when None), attached to the
-    encoder given its gradient grad_h = ∂value/∂h[:, cols] (B, |cols|), which it consumes:
+    """`value`, a function of h[:, cols] = (x − b_dec) W_enc[cols]ᵀ + b_enc[cols] (all columns when None), attached
+    to the encoder given its gradient grad_h = ∂value/∂h[:, cols] (B, |cols|), which it consumes:
 
-        ∂/∂xc = grad_h W_enc[cols]      ∂/∂W_enc[cols] = grad_hᵀ xc      ∂/∂b_enc[cols] = Σ_b grad_h
+        ∂/∂W_enc[cols] = grad_hᵀ (x − b_dec)    ∂/∂b_enc[cols] = Σ_b grad_h    ∂/∂b_dec = −(Σ_b grad_h) W_enc[cols]
 
-    Two GEMMs over |cols| columns and no autograd graph over the (B, m) pre-activations: the regularizers' step.
-    The GEMMs run in grad_h's dtype (bf16 under CUDA autocast).
+    One GEMM over |cols| columns (a second, grad_h W_enc[cols], only when x requires grad) and no autograd graph
+    over the (B, m) pre-activations: the regularizers' step. The GEMMs run in grad_h's dtype (bf16 under CUDA
+    autocast).
     """
-    return _KnownGradPenalty.apply(xc, W_enc, b_enc, value, grad_h, cols)
+    return _KnownGradPenalty.apply(x, b_dec, W_enc, b_enc, value, grad_h, cols)
 
 
-def sparse_encode(xc: Tensor, W_enc: Tensor, b_enc: Tensor, pre_acts: Tensor, idx: Tensor) -> Tensor:
-    """vals[b, j] = xc[b] · W_enc[idx[b, j]] + b_enc[idx[b, j]], read from `pre_acts` (B, m) computed without grad.
-
-    Gradients flow to xc, W_enc and b_enc through the selected entries only.
+def sparse_encode(x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, pre_acts: Tensor, idx: Tensor) -> Tensor:
+    """vals[b, j] = (x[b] − b_dec) · W_enc[idx[b, j]] + b_enc[idx[b, j]], read from `pre_acts` (B, m) computed
+    without grad. Gradients flow to x, b_dec, W_enc and b_enc through the selected entries only.
     """
-    return _SparseEncode.apply(xc, W_enc, b_enc, pre_acts, idx)
+    return _SparseEncode.apply(x, b_dec, W_enc, b_enc, pre_acts, idx)
 
 
 class _SparseDecode(torch.autograd.Function):
