@@ -171,10 +171,12 @@ show_source(train_module.regularizer_view)
 
 # %% [markdown]
 # It then skips autograd over the $(B, m)$ matrix altogether. Each penalty has a closed-form twin that returns the
-# value *and* $\partial R / \partial h$ in a few in-place passes, and one backward of two matrix products hands the
-# weighted sum of those gradients to the encoder. The tests hold each twin to the definitions above, value and
-# gradient, on ties, all-negative rows and rows of zeros. Here is the $\ell_1/\ell_2$ twin, whose gradient formula
-# we derive in the exercise below:
+# value *and* $G = \partial R / \partial h$ in a few in-place passes. In the backward, one matrix product,
+# $G^\top (x - b_\text{dec})$, hands the weighted sum of those gradients to $W_\text{enc}$. The data need no
+# gradient, so $b_\text{dec}$, the only thing upstream of the encoder, gets $-\big(\sum_b G_b\big) W_\text{enc}$:
+# a vector times a matrix. The tests hold each twin to the definitions above, value and gradient, on ties,
+# all-negative rows and rows of zeros. Here is the $\ell_1/\ell_2$ twin, whose gradient formula we derive in the
+# exercise below:
 
 # %%
 show_source(REG.l1_l2_ratio_grad)

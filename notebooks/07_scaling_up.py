@@ -97,8 +97,9 @@ pd.DataFrame(measured).T[["samples_per_s", "step_per_gemm"]].round(2)
 
 # %% [markdown]
 # `step_per_gemm` is a step's time in units of its encoder GEMM. A plain Top-k step needs that one GEMM (the
-# backward touches only the $B \cdot k$ selected entries); a regularized step needs two more for the dense
-# gradient over the batch-active units, so about two more units.
+# backward touches only the $B \cdot k$ selected entries); a regularized step needs one more, $G^\top (x - b_\text{dec})$
+# for the encoder's gradient from the dense $\partial R/\partial h$ over the batch-active units, so about one more
+# unit.
 
 # %%
 def kind_of(cell) -> str:
