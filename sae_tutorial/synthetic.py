@@ -40,8 +40,9 @@ def make_sparse_data(n_samples: int, d: int, n_features: int, avg_active: float 
     features = F.normalize(torch.randn(n_features, d, generator=gen), dim=1)          # (F, d)
     p = (torch.arange(n_features) + 1.0).pow(-zipf_exponent)
     p = (p * avg_active / p.sum()).clamp(max=1.0)                                   # (F,)
-    on = torch.rand(n_samples, n_features, generator=gen) < p                        # (N, F)
-    codes = on * (0.5 + torch.rand(n_samples, n_features, generator=gen))           # (N, F)
+    u = torch.rand(n_samples, n_features, generator=gen)                            # (N, F)
+    on = u < p
+    codes = torch.rand(n_samples, n_features, generator=gen, out=u).add_(0.5).mul_(on)  # (N, F), in u's buffer
     x = codes @ features + noise * torch.randn(n_samples, d, generator=gen) / d**0.5
     return SyntheticData(x=x, features=features, codes=codes, frequencies=p)
 

@@ -173,7 +173,7 @@ def _chain(first: Tensor, rest: Iterator[Tensor]) -> Iterator[Tensor]:
 
 # ---------------------------------------------------------------- one step
 # Copying the columns of A out of h costs about one (B, m) pass; below this fraction of m it saves more than that
-# in the two backward GEMMs, above it the trainer keeps all of h and excludes the few units outside A instead.
+# in the backward GEMM, above it the trainer keeps all of h and excludes the few units outside A instead.
 COPY_ACTIVE_BELOW = 0.9
 
 
@@ -184,7 +184,7 @@ def regularizer_view(sae: SparseAutoencoder, out: Any, mask: bool, group: Group 
 
     Masked: the batch-active units A = ∪_b S_b (over the global batch; reading A costs one host sync). When
     |A| < COPY_ACTIVE_BELOW·m only the columns of A are copied out, with the indices remapped into them, so the
-    penalty's backward costs |A|/m of a full dense backward; otherwise all of h, with the units outside A excluded.
+    penalty's backward GEMM costs |A|/m of a full one; otherwise all of h, with the units outside A excluded.
     Unmasked (the ablation): all m units.
     """
     if not mask:
@@ -203,8 +203,9 @@ def regularizer_penalty(sae: SparseAutoencoder, x: Tensor, out: Any, cfg: TrainC
                         group: Group = Group()) -> tuple[Tensor, dict[str, Tensor]]:
     """weight · (λ_off R_off + λ_rat R_rat) with its gradient to the encoder, and each R for the log.
 
-    Each R and its gradient ∂R/∂h come in closed form (regularizers.py); their weighted sum is handed to the encoder
-    in one backward of two GEMMs over the view's columns, and no autograd graph is built over the (B, m) matrix.
+    Each R and its gradient ∂R/∂h come in closed form (regularizers.py); their weighted sum reaches the encoder in a
+    backward of one GEMM over the view's columns (kernels.known_grad_penalty), and no autograd graph is built over
+    the (B, m) matrix.
     """
     h, idx, cols, exclude = regularizer_view(sae, out, cfg.reg_mask, group)
     h = h.to(torch.promote_types(h.dtype, torch.float32))         # bf16 under autocast: the penalty in fp32
