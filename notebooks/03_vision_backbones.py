@@ -87,7 +87,7 @@ from IPython.display import Markdown, display
 from sae_tutorial import grid
 from sae_tutorial.book import show_source
 from sae_tutorial.datasets import cache_dir
-from sae_tutorial.embed import _write_shard, autocast_dtype
+from sae_tutorial.embed import _list_finished, _write_shard, autocast_dtype
 from sae_tutorial.train import default_lr
 
 
@@ -152,11 +152,12 @@ plt.show()
 #   content.
 #
 # The order of the two writes is what makes a cache safe to interrupt. A shard is written to a temporary file
-# and renamed into place, and only then is it listed in the manifest (written the same way). The manifest is
-# the truth: a file it does not list does not count.
+# and renamed into place, and only then is it listed in the manifest (written the same way), in order. The
+# manifest is the truth: a file it does not list does not count, and a rerun deletes and redoes it.
 
 # %%
 show_source(_write_shard)
+show_source(_list_finished)
 
 # %% [markdown]
 # We embed the 10,000 test images in shards of 1,000 rows and batches of 250. One process does everything here
@@ -167,6 +168,9 @@ show_source(_write_shard)
 # python -m sae_tutorial embed --backbone embedded --dataset fashion-mnist --split test \
 #     --out DIR --batch-size 250 --shard-size 1000 --num-workers 0
 # ```
+#
+# With several GPUs, `torchrun --nproc_per_node=4 -m sae_tutorial embed ...` gives shard $i$ to rank $i \bmod 4$;
+# rank 0 lists the finished shards in order, so the cache is the one a single process would write.
 
 # %%
 EMBED_OPTIONS = dict(batch_size=250, shard_size=1000, num_workers=0)

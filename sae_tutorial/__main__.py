@@ -1,15 +1,41 @@
 """Command line: `python -m sae_tutorial <command> ...`; one subcommand per task.
 
     python -m sae_tutorial embed --backbone embedded --dataset fashion-mnist --split train --out DIR
-    python -m sae_tutorial train --data DIR --k 64 --n-latents 8192 --out sae/     (torchrun: data-parallel)
+    python -m sae_tutorial train --data DIR --k 64 --n-latents 8192 --out sae/
+    (embed and train are data-parallel under torchrun --nproc_per_node=N -m sae_tutorial ...)
     python -m sae_tutorial reproduce --preset embedded --out DIR                   the paper's grid + verdicts
     python -m sae_tutorial sweep --grid paper --out DIR [--dry-run]                any preset grid, resumable
 """
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def _ranks(device: str | None) -> Iterator[tuple[int, Any]]:
+    """(rank, device) for a command; under torchrun (WORLD_SIZE > 1) one process group and one device per rank."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    try:
+        yield rank, dev
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -17,14 +43,16 @@ def _embed(args: argparse.Namespace) -> int:
 
     options = {k: v for k, v in (("data_dir", args.data_dir), ("repo", args.repo), ("classes", args.classes))
                if v is not None}
-    backbone = backbones.get(args.backbone, args.weights, tag=args.tag)
-    out = embed(backbone, args.dataset, args.split, args.out, batch_size=args.batch_size,
-                num_workers=args.num_workers, shard_size=args.shard_size, limit=args.limit, device=args.device,
-                dtype=args.dtype, progress=not args.no_progress, **options)
-    emb = load_embeddings(out, verify=False)
-    print(f"{len(emb)} embeddings of dimension {emb.shards[0].shape[1]} in {out} ({len(emb.shards)} shards)")
-    if "test_accuracy" in backbone.report:
-        print(f"backbone {backbone.name}: {backbone.report['test_accuracy']:.2%} test accuracy")
+    with _ranks(args.device) as (rank, device):
+        backbone = backbones.get(args.backbone, args.weights, tag=args.tag)
+        out = embed(backbone, args.dataset, args.split, args.out, batch_size=args.batch_size,
+                    num_workers=args.num_workers, shard_size=args.shard_size, limit=args.limit, device=device,
+                    dtype=args.dtype, progress=not args.no_progress, **options)
+    if rank == 0:
+        emb = load_embeddings(out, verify=False)
+        print(f"{len(emb)} embeddings of dimension {emb.shards[0].shape[1]} in {out} ({len(emb.shards)} shards)")
+        if "test_accuracy" in backbone.report:
+            print(f"backbone {backbone.name}: {backbone.report['test_accuracy']:.2%} test accuracy")
     return 0
 
 
@@ -54,36 +82,22 @@ def _load_training_data(path: str, normalize: bool):
 
 
 def _train(args: argparse.Namespace) -> int:
-    import os
-
-    import torch
-    import torch.distributed as dist
-
     from . import TrainConfig, sae as variants, train
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():         # launched by torchrun: one process per device
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    x = _load_training_data(args.data, not args.no_normalize)
-    cls = variants.VARIANTS[args.variant]
-    kwargs = {"k": args.k} if args.variant in ("TopKSAE", "BatchTopKSAE") else {}
-    sae = cls(x.shape[1], args.n_latents, seed=args.seed, **kwargs).to(device)
-    cfg = TrainConfig(batch_size=args.batch_size, steps=args.steps, epochs=args.epochs, lr=args.lr,
-                      lambda_off=args.lambda_off, lambda_ratio=args.lambda_ratio, reg_mask=not args.no_mask,
-                      seed=args.seed, compile=args.compile, checkpoint_dir=args.checkpoint_dir,
-                      checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
-    history = train(sae, x.to(device), cfg)
+    with _ranks(args.device) as (rank, device):
+        x = _load_training_data(args.data, not args.no_normalize)
+        cls = variants.VARIANTS[args.variant]
+        kwargs = {"k": args.k} if args.variant in ("TopKSAE", "BatchTopKSAE") else {}
+        sae = cls(x.shape[1], args.n_latents, seed=args.seed, **kwargs).to(device)
+        cfg = TrainConfig(batch_size=args.batch_size, steps=args.steps, epochs=args.epochs, lr=args.lr,
+                          lambda_off=args.lambda_off, lambda_ratio=args.lambda_ratio, reg_mask=not args.no_mask,
+                          seed=args.seed, compile=args.compile, checkpoint_dir=args.checkpoint_dir,
+                          checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+        history = train(sae, x.to(device), cfg)
     if rank == 0:
         sae.save_pretrained(args.out) if not args.out.endswith(".safetensors") else sae.save(args.out)
         print(f"trained {args.variant} ({x.shape[1]} -> {args.n_latents}) for {len(history['step'])} steps: "
               f"FVU {history['fvu'][-1]:.4f}, L0 {history['l0'][-1]:.1f}; saved to {args.out}")
-    if dist.is_initialized():
-        dist.destroy_process_group()
     return 0
 
 

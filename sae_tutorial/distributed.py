@@ -33,6 +33,11 @@ class Group:
     def active(self) -> bool:
         return self.world > 1
 
+    def barrier(self) -> None:
+        """Wait for every rank (no-op with one)."""
+        if self.active:
+            dist.barrier()
+
     def sum(self, t: Tensor) -> Tensor:
         """Σ over ranks (in place; returned for chaining)."""
         if self.active:

@@ -7,9 +7,13 @@
     st.load_embeddings(out_dir)  memory-maps the shards and checks their hashes.
 
 Resuming: each shard is written atomically, then the manifest (atomically too) lists it. The manifest is the
-truth, so a kill at any moment loses at most the shard in flight, and a rerun starts at the first row no listed
+truth, so a kill at any moment loses at most the shards in flight, and a rerun starts at the first row no listed
 shard holds. Data order is fixed and batches never straddle shards, so a resumed cache equals an uninterrupted
 one (bit for bit on CPU).
+
+Data-parallel (`torchrun --nproc_per_node=W -m sae_tutorial embed ...`): shard i goes to rank i mod W, each rank
+writes its own shard files, and rank 0 alone lists finished shards in the manifest, in order. The cache is the
+one a single process writes (same shards, same rows, bit for bit on CPU), and resumes on any number of ranks.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from . import _checks, backbones, datasets
 from .backbones import Backbone
 from .checkpoint import atomic_write, tensors_sha256
 from .datasets import ImageDataset
+from .distributed import Group
 
 MANIFEST = "manifest.json"
 FORMAT = "sae_tutorial.embeddings"
@@ -83,19 +88,45 @@ def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
     atomic_write(out / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
 
 
-def _write_shard(out: Path, manifest: dict[str, Any], emb: Tensor, labels: list[Any]) -> None:
-    """Write rows [manifest rows, + len(emb)) as the next shard, then list it in the manifest."""
+def _shard_name(index: int) -> str:
+    return f"shard-{index:05d}.safetensors"
+
+
+def _write_shard(out: Path, index: int, emb: Tensor, labels: list[Any], dtype: str, multilabel: bool
+                 ) -> dict[str, Any]:
+    """Write shard `index` atomically; returns its manifest record (file, rows, sha256)."""
     from safetensors.torch import save_file
 
     if not bool(torch.isfinite(emb).all()):
-        raise ValueError(f"the backbone produced NaN or Inf embeddings (rows {manifest['rows']}+); nothing written")
-    tensors = {"embeddings": emb.to("cpu", DTYPES[manifest["dtype"]]).contiguous(),
-               **_label_tensors(labels, manifest["dataset"]["multilabel"])}
-    name = f"shard-{len(manifest['shards']):05d}.safetensors"
+        raise ValueError(f"the backbone produced NaN or Inf embeddings (shard {index}); nothing written")
+    tensors = {"embeddings": emb.to("cpu", DTYPES[dtype]).contiguous(), **_label_tensors(labels, multilabel)}
+    name = _shard_name(index)
     atomic_write(out / name, lambda tmp: save_file(tensors, str(tmp)))
-    manifest["shards"].append({"file": name, "rows": len(emb), "sha256": tensors_sha256(tensors)})
-    manifest["rows"] += len(emb)
-    _write_manifest(out, manifest)
+    return {"file": name, "rows": len(emb), "sha256": tensors_sha256(tensors)}
+
+
+def _list_finished(out: Path, manifest: dict[str, Any], shard_size: int, known: dict[int, dict[str, Any]]) -> None:
+    """Append to the manifest every finished shard that follows its last listed one, in order, and write it.
+
+    known: records of shards written by this process; other ranks' shards are read back to hash them.
+    """
+    from safetensors.torch import load_file
+
+    listed = len(manifest["shards"])
+    while not (manifest["shards"] and manifest["shards"][-1]["rows"] < shard_size):   # a short shard ends the data
+        index = len(manifest["shards"])
+        if index in known:
+            record = known[index]
+        elif (out / _shard_name(index)).is_file():
+            tensors = load_file(str(out / _shard_name(index)))
+            record = {"file": _shard_name(index), "rows": len(tensors["embeddings"]),
+                      "sha256": tensors_sha256(tensors)}
+        else:
+            break
+        manifest["shards"].append(record)
+        manifest["rows"] += record["rows"]
+    if len(manifest["shards"]) > listed:
+        _write_manifest(out, manifest)
 
 
 def _open_cache(out: Path, identity: dict[str, Any]) -> dict[str, Any]:
@@ -170,41 +201,68 @@ def embed(backbone: str | Backbone, dataset: str | ImageDataset, split: str | No
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     out = Path(out_dir) if out_dir is not None else default_out_dir(backbone.name, dataset.name, dataset.split)
-    manifest = _open_cache(out, {"backbone": backbone.info(), "dataset": dataset.info(), "dtype": dtype})
+    group = Group.current()
+    if group.rank == 0:                                  # rank 0 owns the manifest; the others read it
+        manifest = _open_cache(out, {"backbone": backbone.info(), "dataset": dataset.info(), "dtype": dtype})
+        out.mkdir(parents=True, exist_ok=True)
+        _write_manifest(out, manifest)
+    group.barrier()
+    manifest = read_manifest(out)
     ends = [n for n in (limit, dataset.num_rows) if n is not None]
     target = min(ends) if ends else None                 # None: a stream of unknown length, to its end
     if not (manifest["exhausted"] or (target is not None and manifest["rows"] >= target)):
-        _extract(out, manifest, backbone, dataset, target, batch_size, shard_size, workers, device, progress)
+        _extract(out, manifest, backbone, dataset, target, batch_size, shard_size, workers, device, progress, group)
         manifest["exhausted"] = limit is None or manifest["rows"] < limit
-    if not manifest["finished"]:
+    if group.rank == 0 and not manifest["finished"]:
         manifest["finished"] = True
         _write_manifest(out, manifest)
+    group.barrier()
     return out
 
 
 def _extract(out: Path, manifest: dict[str, Any], backbone: Backbone, dataset: ImageDataset, target: int | None,
-             batch_size: int, shard_size: int, workers: int, device: torch.device, progress: bool) -> None:
-    """Embed rows manifest["rows"] .. target - 1 (or to the end), one shard at a time."""
+             batch_size: int, shard_size: int, workers: int, device: torch.device, progress: bool,
+             group: Group = Group()) -> None:
+    """Embed rows manifest["rows"] .. target - 1 (or to the end), one shard at a time; shard i on rank i mod W.
+    Leaves `manifest` as rank 0 wrote it."""
     if manifest["shards"] and manifest["shards"][-1]["rows"] < shard_size:
         # An earlier run stopped at its `limit` mid-shard: redo that shard, so that shard and batch boundaries
         # (and so the numbers) are those of one uninterrupted run.
         manifest["rows"] -= manifest["shards"].pop()["rows"]
-    start = manifest["rows"]
+    start, first = manifest["rows"], len(manifest["shards"])
     amp = autocast_dtype(device)
     manifest.update(finished=False, backbone_report=backbone.report,
                     compute=f"{device.type}, {'autocast ' + str(amp) if amp else 'float32'}")
-    out.mkdir(parents=True, exist_ok=True)
-    _write_manifest(out, manifest)
+    group.barrier()                                      # every rank has read the manifest
+    if group.rank == 0:
+        for stale in out.glob("shard-*.safetensors"):    # unlisted shards of a killed run: redone below
+            if int(stale.stem.split("-")[1]) >= first:
+                stale.unlink()
+        _write_manifest(out, manifest)
+    group.barrier()
 
     keys = itertools.islice(dataset.keys(start), None if target is None else target - start)
+    mine = (key for pos, key in enumerate(keys) if (pos // shard_size) % group.world == group.rank)
     loader = torch.utils.data.DataLoader(_Rows(dataset, backbone.preprocess), num_workers=workers,
-                                         batch_sampler=_batches(keys, batch_size, shard_size),
+                                         batch_sampler=_batches(mine, batch_size, shard_size),
                                          collate_fn=_collate, pin_memory=device.type == "cuda")
     model = backbone.model.to(device)
     buf = torch.empty(shard_size, backbone.embed_dim, device=device)   # (shard_size, d): the shard being filled
-    n, labels = 0, []
-    bar = tqdm(total=target, initial=start, unit="img", disable=not progress,
-               desc=f"embedding {dataset.name}/{dataset.split} with {backbone.name}")
+    n, labels, known = 0, [], {}
+    index = first + group.rank                           # this rank's next shard
+    one = group.world == 1
+    bar = tqdm(total=target if one else None, initial=start if one else 0, unit="img",
+               disable=not progress or group.rank != 0,
+               desc=f"embedding {dataset.name}/{dataset.split} with {backbone.name}"
+                    + ("" if one else f" (rank 0 of {group.world})"))
+
+    def flush() -> None:
+        nonlocal n, labels, index
+        known[index] = _write_shard(out, index, buf[:n], labels, manifest["dtype"], manifest["dataset"]["multilabel"])
+        if group.rank == 0:
+            _list_finished(out, manifest, shard_size, known)
+        n, labels, index = 0, [], index + group.world
+
     with torch.inference_mode(), bar:
         for images, batch_labels in loader:                  # (B, C, H, W), B labels
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
@@ -214,10 +272,16 @@ def _extract(out: Path, manifest: dict[str, Any], backbone: Backbone, dataset: I
             n += len(z)
             bar.update(len(z))
             if n == shard_size:
-                _write_shard(out, manifest, buf, labels)
-                n, labels = 0, []
+                flush()
         if n:
-            _write_shard(out, manifest, buf[:n], labels)
+            flush()
+    group.barrier()                                      # every shard is on disk
+    if group.rank == 0:
+        _list_finished(out, manifest, shard_size, known)
+    group.barrier()
+    if group.rank != 0:
+        manifest.clear()
+        manifest.update(read_manifest(out))
 
 
 # ---------------------------------------------------------------- loading

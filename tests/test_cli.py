@@ -54,3 +54,36 @@ def test_torchrun_two_ranks_equal_one_process(data_file, tmp_path):
     one = st.SparseAutoencoder.from_pretrained(str(tmp_path / "one"))
     two = st.SparseAutoencoder.from_pretrained(str(tmp_path / "two"))
     torch.testing.assert_close(one.W_dec, two.W_dec, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+                    reason="torchrun not installed")
+def test_torchrun_embedding_equals_one_process_and_resumes_on_any_number_of_ranks(tmp_path):
+    """Two ranks (shard i on rank i mod 2) write the cache one process writes, bit for bit; a cache begun by two
+    ranks is finished by one, and one begun by one is finished by two."""
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    args = ["--backbone", "embedded", "--weights", "random", "--dataset", "synthetic", "--split", "train",
+            "--shard-size", "16", "--batch-size", "8", "--num-workers", "0", "--no-progress"]
+
+    def run(out, limit, ranks):
+        cmd = ["embed", *args, "--out", str(tmp_path / out), "--limit", str(limit)]
+        if ranks == 1:
+            assert main(cmd) == 0
+            return
+        proc = subprocess.run([torchrun, f"--nproc_per_node={ranks}", "-m", "sae_tutorial", *cmd],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    run("one", 72, 1)
+    run("two", 72, 2)
+    run("two-then-one", 40, 2)
+    run("two-then-one", 72, 1)
+    run("one-then-two", 24, 1)
+    run("one-then-two", 72, 2)
+    ref = st.load_embeddings(tmp_path / "one")
+    assert [s["rows"] for s in ref.manifest["shards"]] == [16, 16, 16, 16, 8]
+    for out in ("two", "two-then-one", "one-then-two"):
+        got = st.load_embeddings(tmp_path / out)
+        assert got.manifest["shards"] == ref.manifest["shards"], out
+        assert torch.equal(got.x, ref.x) and torch.equal(got.labels, ref.labels), out
+        assert sorted(p.name for p in (tmp_path / out).iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
