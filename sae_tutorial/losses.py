@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .sae.kernels import sparse_decode
+from .sae.kernels import Support, sparse_decode
 
 
 def _wide(t: Tensor) -> Tensor:
@@ -47,7 +47,7 @@ def auxk_loss(sae, x: Tensor, out, dead: Tensor, k_aux: int, tv: Tensor | None =
     masked = h.detach().masked_fill(~dead, float("-inf"))          # (B, m)
     idx = masked.topk(k_aux, dim=1, sorted=False).indices          # (B, k_aux)
     vals = F.relu(sae.gather_pre_acts(x, h, idx)) * dead[idx]       # (B, k_aux); 0 on non-dead slots
-    e_hat = sparse_decode(idx, vals, sae.W_dec)                     # (B, d), no b_dec
+    e_hat = sparse_decode(Support.of_topk(idx), vals.reshape(-1), sae.W_dec)   # (B, d), no b_dec
     e = (_wide(x) - _wide(out.x_hat)).detach()
     scale = (dead.sum() / k_aux).clamp(max=1.0)
     return scale * fvu(e, e_hat, total_variance(x) if tv is None else tv)

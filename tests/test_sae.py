@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 import sae_tutorial as st
 from sae_tutorial.sae import VARIANTS, sparsemax_threshold
-from sae_tutorial.sae.kernels import sparse_decode, sparse_t_matmul
+from sae_tutorial.sae.kernels import Support, sparse_decode, sparse_t_matmul
 
 D, M, K = 16, 64, 4
 
@@ -107,16 +107,48 @@ def test_fast_path_returns_pre_acts_without_graph():
 
 
 def test_sparse_kernels_against_dense():
+    """Gᵀ·dense and G·W for a (B, k) support and for a ragged one (rows with 0 to 5 entries), against dense loops."""
     idx = torch.randint(0, 10, (7, 3))
-    w = torch.randn(7, 3, dtype=torch.float64)
-    dense = torch.randn(7, 5, dtype=torch.float64)
-    G = torch.zeros(7, 10, dtype=torch.float64)
-    for b in range(7):
-        for j in range(3):
-            G[b, idx[b, j]] += w[b, j]
-    torch.testing.assert_close(sparse_t_matmul(idx, w, dense, 10), G.T @ dense)
-    W = torch.randn(10, 5, dtype=torch.float64)
-    torch.testing.assert_close(sparse_decode(idx, w, W), G @ W)
+    ragged = torch.randperm(7 * 10)[:16]                   # flat entries of a (7, 10) matrix, any number per row
+    for support in (Support.of_topk(idx), Support.of_flat(ragged, 7, 10)):
+        E = len(support.cols)
+        w = torch.randn(E, dtype=torch.float64)
+        G = torch.zeros(7, 10, dtype=torch.float64)
+        for e in range(E):
+            G[support.rows[e], support.cols[e]] += w[e]
+        assert (support.offsets == torch.searchsorted(support.rows, torch.arange(7))).all()
+        dense = torch.randn(7, 5, dtype=torch.float64)
+        torch.testing.assert_close(sparse_t_matmul(support, w, dense, 10), G.T @ dense)
+        W = torch.randn(10, 5, dtype=torch.float64)
+        torch.testing.assert_close(sparse_decode(support, w, W), G @ W)
+    flat = Support.of_flat(ragged, 7, 10)
+    assert sorted((flat.rows * 10 + flat.cols).tolist()) == sorted(ragged.tolist())
+
+
+def test_batchtopk_fast_path_gradients_equal_dense_path():
+    """BatchTopK's sparse training path (a ragged Support) gives the dense path's outputs, gradients and θ."""
+    torch.manual_seed(0)
+    fast_sae = make("BatchTopKSAE").double()
+    with torch.no_grad():
+        fast_sae.b_dec.normal_()
+    dense_sae = make("BatchTopKSAE").double()
+    dense_sae.load_state_dict(fast_sae.state_dict())
+    x = torch.randn(32, D, dtype=torch.float64)
+    outs = {}
+    for name, sae, dense_grad in (("fast", fast_sae, False), ("dense", dense_sae, True)):
+        sae.train()
+        out = sae(x, dense_grad=dense_grad)
+        ((out.x_hat - x.flip(0)).pow(2).sum() + 0.3 * out.x_hat.sum()).backward()
+        outs[name] = out
+    assert outs["fast"].dense_codes is None and outs["fast"].support is not None
+    assert (outs["fast"].support.offsets.diff() != K).any()                  # the rows really are ragged
+    torch.testing.assert_close(outs["fast"].x_hat, outs["dense"].x_hat)
+    torch.testing.assert_close(outs["fast"].codes, outs["dense"].codes)
+    torch.testing.assert_close(outs["fast"].l0(), outs["dense"].l0())
+    assert torch.equal(outs["fast"].fired(), outs["dense"].fired())
+    torch.testing.assert_close(fast_sae.threshold, dense_sae.threshold)
+    for (name, p), q in zip(fast_sae.named_parameters(), dense_sae.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 
 def test_decoder_constraint_helpers():

@@ -21,7 +21,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor
 
 from .. import _checks
-from .kernels import known_grad_penalty, sparse_decode, sparse_encode
+from .kernels import Support, known_grad_penalty, sparse_decode, sparse_encode
 
 
 @dataclass
@@ -32,29 +32,33 @@ class SAEOutput:
     x_hat: Tensor                     # (B, d) reconstruction
     pre_acts: Tensor                  # (B, m) h, before any sparsifier
     indices: Tensor | None            # (B, k) support of each row; None when the budget varies per row
-    values: Tensor | None = None      # (B, k) code values at `indices`
+    values: Tensor | None = None      # (B, k) code values at `indices`, or (E,) at `support`
     dense_codes: Tensor | None = None # (B, m) for variants without a fixed k
+    support: Support | None = None    # BatchTopK's training fast path: E entries, any number per row
+
+    def _support(self) -> Support | None:
+        return Support.of_topk(self.indices) if self.indices is not None else self.support
 
     @property
     def codes(self) -> Tensor:
         """Dense codes z (B, m)."""
         if self.dense_codes is None:
+            sup = self._support()
             z = torch.zeros_like(self.pre_acts, dtype=self.values.dtype)
-            self.dense_codes = z.scatter(1, self.indices, self.values)
+            self.dense_codes = z.index_put_((sup.rows, sup.cols), self.values.reshape(-1))
         return self.dense_codes
 
     def l0(self) -> Tensor:
         """Mean number of non-zero codes per row (a 0-d tensor: no host sync)."""
-        if self.indices is not None:
-            return (self.values > 0).sum(1).float().mean()
+        if self.dense_codes is None:
+            return (self.values > 0).sum().float() / self.pre_acts.shape[0]
         return (self.dense_codes > 0).sum(1).float().mean()
 
     def fired(self) -> Tensor:
         """Bool (m,): latents non-zero for at least one row of the batch."""
-        m = self.pre_acts.shape[1]
-        if self.indices is not None:
-            hits = torch.zeros(m, device=self.values.device)
-            hits.index_add_(0, self.indices.reshape(-1), (self.values > 0).float().reshape(-1))
+        if self.dense_codes is None:
+            hits = torch.zeros(self.pre_acts.shape[1], device=self.values.device)
+            hits.index_add_(0, self._support().cols, (self.values > 0).float().reshape(-1))
             return hits > 0
         return (self.dense_codes > 0).any(0)
 
@@ -125,7 +129,7 @@ class SparseAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="sae_tutor
         the backward touches only the gathered entries (see kernels.py)."""
         if pre_acts.requires_grad or not torch.is_grad_enabled():
             return pre_acts.gather(1, idx)
-        return sparse_encode(x, self.b_dec, self.W_enc, self.b_enc, pre_acts, idx)
+        return sparse_encode(x, self.b_dec, self.W_enc, self.b_enc, pre_acts, Support.of_topk(idx)).view_as(idx)
 
     def attach_penalty(self, x: Tensor, value: Tensor, grad_h: Tensor, cols: Tensor | None = None) -> Tensor:
         """`value` (0-d), a penalty on h[:, cols] (all columns when None) with its gradient grad_h = ∂value/∂h[:, cols]
@@ -170,9 +174,10 @@ class SparseAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="sae_tutor
             raise ValueError(f"codes must have shape (B, {self.n_latents}), got {tuple(codes.shape)}")
         return codes.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
 
-    def decode_sparse(self, idx: Tensor, vals: Tensor) -> Tensor:
-        """x̂ = Σ_j vals[b, j] W_dec[idx[b, j]] + b_dec, a gather decode."""
-        return sparse_decode(idx, vals, self.W_dec) + self.b_dec
+    def decode_sparse(self, idx: Tensor | Support, vals: Tensor) -> Tensor:
+        """x̂ = Σ_j vals[b, j] W_dec[idx[b, j]] + b_dec, a gather decode; idx (B, k), or a Support with vals (E,)."""
+        support = idx if isinstance(idx, Support) else Support.of_topk(idx)
+        return sparse_decode(support, vals.reshape(-1), self.W_dec) + self.b_dec
 
     def forward(self, x: Tensor, k: int | None = None, *, dense_grad: bool = True) -> SAEOutput:
         """Encode and decode x (B, d).

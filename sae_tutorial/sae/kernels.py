@@ -14,32 +14,56 @@ needs the per-row (B, d) product; it is computed only when x itself requires gra
 in the penalty path below). The decode x̂ = Σ_j vals[b, j] W_dec[idx[b, j]] is an `embedding_bag`, whose own
 backward is sparse too. No (B, k, d) tensor is ever built: that is what keeps the step near the one unavoidable
 GEMM. Same idea as EleutherAI sparsify's fused encoder, without its (B, k, d) intermediate.
+
+The kernels take the selected entries as a `Support` (E entries sorted by row), so the same code serves Top-k
+(k per row) and BatchTopK (the top B·k of the whole batch, any number per row).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
-def sparse_t_matmul(idx: Tensor, weights: Tensor, dense: Tensor, n_rows: int) -> Tensor:
-    """Gᵀ @ dense, where G (B, n_rows) holds weights[b, j] at column idx[b, j] of row b.
+class Support(NamedTuple):
+    """The non-zero entries of a (B, m) code matrix, E of them sorted by row: entry e sits at (rows[e], cols[e]),
+    and row b owns entries offsets[b] .. offsets[b + 1] − 1. Top-k has k per row; BatchTopK any number."""
 
-    out[i] = Σ_{(b, j): idx[b, j] = i} weights[b, j] · dense[b]       shape (n_rows, d)
+    rows: Tensor      # (E,)
+    cols: Tensor      # (E,) latent ids
+    offsets: Tensor   # (B,) start of each row's entries
 
-    Computed as an embedding_bag over the rows of `dense`, one bag per output row: O(B·k·d) work,
-    O(B·k) extra memory.
+    @classmethod
+    def of_topk(cls, idx: Tensor) -> "Support":
+        """The support of a (B, k) index matrix: entry b·k + j is (b, idx[b, j])."""
+        B, k = idx.shape
+        rows = torch.arange(B, device=idx.device).repeat_interleave(k)
+        return cls(rows, idx.reshape(-1), torch.arange(0, B * k, k, device=idx.device))
+
+    @classmethod
+    def of_flat(cls, flat: Tensor, n_rows: int, n_cols: int) -> "Support":
+        """The support of flat indices into a row-major (n_rows, n_cols) matrix, in any order."""
+        flat = flat.sort().values
+        rows = torch.div(flat, n_cols, rounding_mode="floor")
+        counts = torch.bincount(rows, minlength=n_rows)
+        return cls(rows, flat - rows * n_cols, torch.cumsum(counts, 0) - counts)
+
+
+def sparse_t_matmul(support: Support, weights: Tensor, dense: Tensor, n_out: int) -> Tensor:
+    """Gᵀ @ dense, where G (B, n_out) holds weights[e] at (rows[e], cols[e]) of `support`:
+
+    out[i] = Σ_{e: cols[e] = i} weights[e] · dense[rows[e]]       shape (n_out, d)
+
+    Computed as an embedding_bag over the rows of `dense`, one bag per output row: O(E·d) work, O(E) extra memory.
     """
-    B, k = idx.shape
-    flat = idx.reshape(-1)
-    order = torch.argsort(flat)                                   # group the B·k entries by output row
-    rows = torch.div(order, k, rounding_mode="floor")             # which batch row each entry comes from
-    counts = torch.bincount(flat, minlength=n_rows)               # (n_rows,)
+    order = torch.argsort(support.cols)                           # group the E entries by output row
+    counts = torch.bincount(support.cols, minlength=n_out)        # (n_out,)
     offsets = torch.cumsum(counts, 0) - counts                    # start of each bag
     w = weights.reshape(-1)[order].to(dense.dtype)
-    return F.embedding_bag(rows, dense, offsets, mode="sum", per_sample_weights=w)
+    return F.embedding_bag(support.rows[order], dense, offsets, mode="sum", per_sample_weights=w)
 
 
 def _input_grads(ctx, gb: Tensor, W: Tensor, per_row: Callable[[], Tensor]) -> tuple[Tensor | None, Tensor | None]:
@@ -58,24 +82,27 @@ def _input_grads(ctx, gb: Tensor, W: Tensor, per_row: Callable[[], Tensor]) -> t
 
 
 class _SparseEncode(torch.autograd.Function):
-    """Gather h[b, idx[b, j]] from precomputed pre-activations; backward touches only the selected entries."""
+    """Gather h at a support from precomputed pre-activations; backward touches only those entries."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, pre_acts: Tensor, idx: Tensor) -> Tensor:
-        ctx.save_for_backward(x, b_dec, W_enc, idx)
-        return pre_acts.gather(1, idx)                             # (B, k)
+    def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, pre_acts: Tensor,
+                support: Support) -> Tensor:
+        ctx.save_for_backward(x, b_dec, W_enc)
+        ctx.support = support
+        return pre_acts[support.rows, support.cols]               # (E,)
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        x, b_dec, W_enc, idx = ctx.saved_tensors
+        x, b_dec, W_enc = ctx.saved_tensors
+        sup = ctx.support
         g = g.to(W_enc.dtype)
         m = W_enc.shape[0]
-        gb = torch.zeros(m, dtype=g.dtype, device=g.device).index_add_(0, idx.reshape(-1), g.reshape(-1))  # (m,)
-        grad_x, grad_b_dec = _input_grads(
-            ctx, gb, W_enc, lambda: F.embedding_bag(idx, W_enc, mode="sum", per_sample_weights=g).to(x.dtype))
+        gb = torch.zeros(m, dtype=g.dtype, device=g.device).index_add_(0, sup.cols, g)                # (m,)
+        grad_x, grad_b_dec = _input_grads(ctx, gb, W_enc, lambda: F.embedding_bag(
+            sup.cols, W_enc, sup.offsets, mode="sum", per_sample_weights=g).to(x.dtype))
         grad_W = None
         if ctx.needs_input_grad[2]:
-            grad_W = sparse_t_matmul(idx, g, (x - b_dec).to(W_enc.dtype), m)                  # (m, d)
+            grad_W = sparse_t_matmul(sup, g, (x - b_dec).to(W_enc.dtype), m)                           # (m, d)
         grad_b = gb if ctx.needs_input_grad[3] else None
         return grad_x, grad_b_dec, grad_W, grad_b, None, None
 
@@ -122,40 +149,44 @@ def known_grad_penalty(x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, v
     return _KnownGradPenalty.apply(x, b_dec, W_enc, b_enc, value, grad_h, cols)
 
 
-def sparse_encode(x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, pre_acts: Tensor, idx: Tensor) -> Tensor:
-    """vals[b, j] = (x[b] − b_dec) · W_enc[idx[b, j]] + b_enc[idx[b, j]], read from `pre_acts` (B, m) computed
-    without grad. Gradients flow to x, b_dec, W_enc and b_enc through the selected entries only.
+def sparse_encode(x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, pre_acts: Tensor,
+                  support: Support) -> Tensor:
+    """vals[e] = (x[r] − b_dec) · W_enc[c] + b_enc[c] at each entry (r, c) of `support`, read from `pre_acts`
+    (B, m) computed without grad: (E,). Gradients flow to x, b_dec, W_enc and b_enc through those entries only.
     """
-    return _SparseEncode.apply(x, b_dec, W_enc, b_enc, pre_acts, idx)
+    return _SparseEncode.apply(x, b_dec, W_enc, b_enc, pre_acts, support)
 
 
 class _SparseDecode(torch.autograd.Function):
-    """x̂[b] = Σ_j vals[b, j] W_dec[idx[b, j]]; backward: ∂L/∂vals by a gathered dot, ∂L/∂W_dec = Gᵀ g."""
+    """x̂[b] = Σ_{e of row b} vals[e] W_dec[cols[e]]; backward: ∂L/∂vals by a gathered dot, ∂L/∂W_dec = Gᵀ g."""
 
     @staticmethod
-    def forward(ctx, idx: Tensor, vals: Tensor, W_dec: Tensor) -> Tensor:
+    def forward(ctx, support: Support, vals: Tensor, W_dec: Tensor) -> Tensor:
         vals = vals.to(W_dec.dtype)
-        ctx.save_for_backward(idx, vals, W_dec)
-        return F.embedding_bag(idx, W_dec, mode="sum", per_sample_weights=vals)  # (B, d)
+        ctx.save_for_backward(vals, W_dec)
+        ctx.support = support
+        return F.embedding_bag(support.cols, W_dec, support.offsets, mode="sum", per_sample_weights=vals)  # (B, d)
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        idx, vals, W_dec = ctx.saved_tensors
+        vals, W_dec = ctx.saved_tensors
+        sup = ctx.support
         g = g.to(W_dec.dtype)
         grad_vals = grad_W = None
         if ctx.needs_input_grad[1]:
-            # ∂L/∂vals[b, j] = g[b] · W_dec[idx[b, j]]: embedding_bag's own per-sample-weight backward does
-            # exactly this gathered dot without a (B, k, d) buffer, so we borrow it.
+            # ∂L/∂vals[e] = g[rows[e]] · W_dec[cols[e]]: embedding_bag's own per-sample-weight backward does
+            # exactly this gathered dot without an (E, d) buffer, so we borrow it.
             with torch.enable_grad():
                 v = vals.detach().requires_grad_()
-                out = F.embedding_bag(idx, W_dec.detach(), mode="sum", per_sample_weights=v)
+                out = F.embedding_bag(sup.cols, W_dec.detach(), sup.offsets, mode="sum", per_sample_weights=v)
                 (grad_vals,) = torch.autograd.grad(out, v, g)
         if ctx.needs_input_grad[2]:
             # embedding_bag's dense weight backward is ~5x slower on CPU than this grouped form.
-            grad_W = sparse_t_matmul(idx, vals, g, W_dec.shape[0])                            # (m, d)
+            grad_W = sparse_t_matmul(sup, vals, g, W_dec.shape[0])                                # (m, d)
         return None, grad_vals, grad_W
 
 
-def sparse_decode(idx: Tensor, vals: Tensor, W_dec: Tensor) -> Tensor:
-    """Σ_j vals[b, j] · W_dec[idx[b, j]]  (B, d), without the decoder bias; a gather, not a (B, m) GEMM."""
-    return _SparseDecode.apply(idx, vals, W_dec)
+def sparse_decode(support: Support, vals: Tensor, W_dec: Tensor) -> Tensor:
+    """Σ_{e of row b} vals[e] · W_dec[cols[e]]  (B, d), without the decoder bias; a gather, not a (B, m) GEMM.
+    Rows without entries decode to 0."""
+    return _SparseDecode.apply(support, vals, W_dec)

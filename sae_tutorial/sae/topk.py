@@ -12,6 +12,7 @@ from torch import Tensor
 
 from .. import _checks
 from .base import SAEOutput, SparseAutoencoder
+from .kernels import Support, sparse_encode
 
 
 class TopKSAE(SparseAutoencoder):
@@ -36,7 +37,8 @@ class BatchTopKSAE(SparseAutoencoder):
 
     θ is a buffer (saved in the checkpoint): an exponential moving average (momentum 0.99) of the smallest
     positive activation selected in each training batch. `encode(x, k=k')` applies a batch-level top-(B·k')
-    on the given batch instead of θ. Always takes the dense path (the selection spans the batch).
+    on the given batch instead of θ. With dense_grad=False (training) the B·k selected entries are kept as a
+    kernels.Support, any number per row, and get Top-k's sparse backward.
     """
 
     has_fixed_k = False
@@ -66,16 +68,24 @@ class BatchTopKSAE(SparseAutoencoder):
 
     def forward(self, x: Tensor, k: int | None = None, *, dense_grad: bool = True) -> SAEOutput:
         x = self._check_x(x)
-        h = self.pre_activations(x)                                # (B, m), always with graph
-        a = F.relu(h)
-        if self.training or k is not None:
-            k = self.k if k is None else _checks.budget(k, self.n_latents)
-            top = a.detach().flatten().topk(min(x.shape[0] * k, a.numel()), sorted=False)
-            keep = torch.zeros(a.numel(), dtype=torch.bool, device=a.device)
-            keep[top.indices] = True
-            z = a * keep.view_as(a)                                # (B, m)
-            if self.training and k == self.k:
-                self._update_threshold(top.values)
-        else:
+        if not (self.training or k is not None):
+            h = self.pre_activations(x)                            # (B, m)
+            a = F.relu(h)
             z = a * (a > self.threshold)
-        return SAEOutput(self.decode(z), h, None, dense_codes=z)
+            return SAEOutput(self.decode(z), h, None, dense_codes=z)
+        k = self.k if k is None else _checks.budget(k, self.n_latents)
+        h = self._pre_acts_for(x, dense_grad)                      # (B, m)
+        B, m = h.shape
+        # the top B·k of h over the batch; where fewer than B·k are positive, ReLU zeroes the rest, as it would
+        # the zeros a top-k of ReLU(h) picks among
+        top = h.detach().flatten().topk(min(B * k, h.numel()), sorted=False)
+        if self.training and k == self.k:
+            self._update_threshold(F.relu(top.values))
+        if dense_grad:
+            keep = torch.zeros(h.numel(), dtype=torch.bool, device=h.device)
+            keep[top.indices] = True
+            z = F.relu(h) * keep.view_as(h)                        # (B, m)
+            return SAEOutput(self.decode(z), h, None, dense_codes=z)
+        support = Support.of_flat(top.indices, B, m)               # E = B·k entries, sorted by row
+        vals = F.relu(sparse_encode(x, self.b_dec, self.W_enc, self.b_enc, h, support))   # (E,)
+        return SAEOutput(self.decode_sparse(support, vals), h, None, vals, support=support)
