@@ -108,7 +108,8 @@ class _SparseEncode(torch.autograd.Function):
 
 
 class _KnownGradPenalty(torch.autograd.Function):
-    """A penalty P(h[:, cols]) whose gradient G = ∂P/∂h[:, cols] is already computed: the backward is G's GEMMs."""
+    """A penalty P(h[:, cols]) whose gradient G = ∂P/∂h[:, cols] is already computed: the backward is Gᵀ(x − b_dec),
+    one GEMM (and G W_enc[cols], a second, only when x requires grad)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, value: Tensor, grad_h: Tensor,
