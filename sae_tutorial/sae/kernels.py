@@ -89,7 +89,8 @@ class _SparseEncode(torch.autograd.Function):
                 support: Support) -> Tensor:
         ctx.save_for_backward(x, b_dec, W_enc)
         ctx.support = support
-        return pre_acts[support.rows, support.cols]               # (E,)
+        flat = support.rows * pre_acts.shape[1] + support.cols     # faster to read than h[rows, cols]
+        return pre_acts.reshape(-1).index_select(0, flat)          # (E,)
 
     @staticmethod
     def backward(ctx, g: Tensor):
