@@ -113,7 +113,7 @@ def _list_finished(out: Path, manifest: dict[str, Any], shard_size: int, known: 
     from safetensors.torch import load_file
 
     listed = len(manifest["shards"])
-    while not (manifest["shards"] and manifest["shards"][-1]["rows"] < shard_size):   # a short shard ends the data
+    while True:
         index = len(manifest["shards"])
         if index in known:
             record = known[index]
@@ -125,6 +125,8 @@ def _list_finished(out: Path, manifest: dict[str, Any], shard_size: int, known: 
             break
         manifest["shards"].append(record)
         manifest["rows"] += record["rows"]
+        if record["rows"] < shard_size:                   # a short shard ends the data
+            break
     if len(manifest["shards"]) > listed:
         _write_manifest(out, manifest)
 

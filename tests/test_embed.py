@@ -145,6 +145,10 @@ def test_limit_then_extend_and_float16(tmp_path):
     tiny_embed(tmp_path / "a")                                    # same cache, no limit: continues to the end
     full = tiny_embed(tmp_path / "b")
     assert torch.equal(st.load_embeddings(tmp_path / "a").x, st.load_embeddings(full).x)
+    tiny_embed(tmp_path / "d", limit=24)                          # 16 + 8 rows, then resumed with other shards
+    resized = st.load_embeddings(tiny_embed(tmp_path / "d", shard_size=32))   # the partial 8 is redone
+    assert [s["rows"] for s in resized.manifest["shards"]] == [16, 24]
+    torch.testing.assert_close(resized.x, st.load_embeddings(full).x)
     half = st.load_embeddings(tiny_embed(tmp_path / "c", dtype="float16"))
     assert half.x.dtype == torch.float16 and torch.allclose(half.x.float(), st.load_embeddings(full).x, atol=1e-2)
 
