@@ -206,8 +206,9 @@ def embed(backbone: str | Backbone, dataset: str | ImageDataset, split: str | No
     group = Group.current()
     if group.rank == 0:                                  # rank 0 owns the manifest; the others read it
         manifest = _open_cache(out, {"backbone": backbone.info(), "dataset": dataset.info(), "dtype": dtype})
-        out.mkdir(parents=True, exist_ok=True)
-        _write_manifest(out, manifest)
+        if not (out / MANIFEST).is_file():               # a finished cache is only read (it may be read-only)
+            out.mkdir(parents=True, exist_ok=True)
+            _write_manifest(out, manifest)
     group.barrier()
     manifest = read_manifest(out)
     ends = [n for n in (limit, dataset.num_rows) if n is not None]

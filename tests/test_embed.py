@@ -234,3 +234,14 @@ def test_bad_embed_arguments(tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
         tiny_embed(tmp_path, **kwargs)
 
+
+
+def test_a_finished_cache_is_read_without_writing(tmp_path):
+    out = tiny_embed(tmp_path / "ro")
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    out.chmod(0o555)                                           # a shared, read-only cache
+    try:
+        assert tiny_embed(out) == out
+    finally:
+        out.chmod(0o755)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
