@@ -159,7 +159,8 @@ gpu.round(2)
 # Every rank holds the embeddings and takes its contiguous slice of each global batch. The FVU's denominator is the
 # total variance of the **global** batch (all-reduced), and each rank's reconstruction term is scaled by the number of
 # ranks, so that DDP's gradient average is exactly the gradient of the single-process loss. The fired-latent mask
-# (hence the dead-latent counters and AuxK) and the batch-active set $A$ of the regularizers are all-reduced too.
+# (hence the dead-latent counters and AuxK) and the batch-active set $A$ of the regularizers are all-reduced too,
+# and BatchTopK keeps the top $B \cdot k$ of the global batch (each rank gathers the others' candidates).
 # Only rank 0 writes checkpoints, and a checkpoint resumes on any number of ranks. The library's tests check all
 # this on CPU with two `gloo` processes: the losses of 20 steps match one process within 1e-5.
 #

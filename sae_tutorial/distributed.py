@@ -7,7 +7,8 @@ Rank r's losses are scaled so that DDP's gradient average (÷ W ranks) is the gr
 
 Per-row means (the regularizers, the ReLU penalty) need no change: the average of equal-sized rank means is the
 global mean. The batch-active set A, the fired mask and hence the dead-latent counters are all-reduced, so every
-rank sees the statistics of the global batch. Without an initialised process group everything is a no-op.
+rank sees the statistics of the global batch; BatchTopK keeps the top B·k of the global batch (`kth_largest`).
+Without an initialised process group everything is a no-op.
 """
 from __future__ import annotations
 
@@ -44,6 +45,12 @@ class Group:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
+    def min(self, t: Tensor) -> Tensor:
+        """Elementwise minimum over ranks (in place; returned for chaining)."""
+        if self.active:
+            dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return t
+
     def any(self, mask: Tensor) -> Tensor:
         """Logical OR of a bool tensor over ranks."""
         if not self.active:
@@ -51,6 +58,18 @@ class Group:
         m = mask.to(torch.uint8)
         dist.all_reduce(m, op=dist.ReduceOp.MAX)
         return m.bool()
+
+    def kth_largest(self, values: Tensor, n: int) -> Tensor:
+        """The n-th largest entry of the union of every rank's 1-D `values` (0-d). Each rank contributes its own
+        top n (padded with −inf), so the all-gather moves W·n numbers whatever the ranks hold."""
+        top = values.topk(min(n, values.numel()), sorted=False).values
+        if not self.active:
+            return top.min()
+        padded = torch.full((n,), -torch.inf, dtype=values.dtype, device=values.device)
+        padded[: top.numel()] = top
+        gathered = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(gathered, padded)
+        return torch.cat(gathered).topk(n, sorted=False).values.min()
 
     def total_variance(self, x: Tensor) -> Tensor:
         """TV = Σ_b ‖x_b − x̄‖² over the global batch; with one rank the direct formula, else from the all-reduced

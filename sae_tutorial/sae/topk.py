@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _checks
+from ..distributed import Group
 from .base import SAEOutput, SparseAutoencoder
 from .kernels import Support, sparse_encode
 
@@ -57,9 +58,20 @@ class BatchTopKSAE(SparseAutoencoder):
         return {**super().config(), "k": self.k, "momentum": self.momentum}
 
     @torch.no_grad()
+    def _select(self, h: Tensor, k: int) -> Tensor:
+        """Flat indices of the top B·k entries of h. Data-parallel training selects over the global batch: the
+        entries of this rank's slice at or above the global (B·k)-th largest value (distributed.Group)."""
+        flat, group = h.flatten(), Group.current()
+        if not (self.training and group.active):
+            return flat.topk(min(h.shape[0] * k, flat.numel()), sorted=False).indices
+        n = k * int(group.sum(torch.tensor(h.shape[0], device=h.device)))   # B·k of the global batch
+        return (flat >= group.kth_largest(flat, n)).nonzero().squeeze(1)
+
+    @torch.no_grad()
     def _update_threshold(self, selected: Tensor) -> None:
         """θ ← μθ + (1−μ)·min(selected > 0), on the device (no host sync); the first update sets θ."""
         smallest = torch.where(selected > 0, selected, torch.inf).min().to(self.threshold.dtype)
+        smallest = Group.current().min(smallest)                  # over the global batch under torchrun
         ok = torch.isfinite(smallest)
         ema = torch.lerp(self.threshold, smallest, 1 - self.momentum)
         new = torch.where(self.threshold_updates == 0, smallest, ema)
@@ -78,14 +90,14 @@ class BatchTopKSAE(SparseAutoencoder):
         B, m = h.shape
         # the top B·k of h over the batch; where fewer than B·k are positive, ReLU zeroes the rest, as it would
         # the zeros a top-k of ReLU(h) picks among
-        top = h.detach().flatten().topk(min(B * k, h.numel()), sorted=False)
+        flat, selected = h.detach().flatten(), self._select(h, k)
         if self.training and k == self.k:
-            self._update_threshold(F.relu(top.values))
+            self._update_threshold(F.relu(flat[selected]))
         if dense_grad:
             keep = torch.zeros(h.numel(), dtype=torch.bool, device=h.device)
-            keep[top.indices] = True
+            keep[selected] = True
             z = F.relu(h) * keep.view_as(h)                        # (B, m)
             return SAEOutput(self.decode(z), h, None, dense_codes=z)
-        support = Support.of_flat(top.indices, B, m)               # E = B·k entries, sorted by row
+        support = Support.of_flat(selected, B, m)                  # E = B·k entries, sorted by row
         vals = F.relu(sparse_encode(x, self.b_dec, self.W_enc, self.b_enc, h, support))   # (E,)
         return SAEOutput(self.decode_sparse(support, vals), h, None, vals, support=support)
