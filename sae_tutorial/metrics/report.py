@@ -77,8 +77,8 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
     0/1 (enables purity; single-label ones also the probes). embeddings: (N, D) or chunks, the space of the
     Monosemanticity Score (default: the SAE's input).
     ks: inference budgets for k-robustness (default k/4..4k for fixed-k variants; [] skips it). probe_ns: truncation
-    levels (default 1, 2, 4, ..., 32 and k; [] skips the probes). The probes (80/20 split) and CKNNA run on a uniform random sample of
-    `sample_size` rows, re-encoded at the end; CKNNA on its first `cknna_samples`.
+    levels (default 1, 2, 4, ..., 32 and k; [] skips the probes). The probes (80/20 split) and CKNNA run on a
+    uniform random sample of `sample_size` rows, re-encoded at the end; CKNNA on its first `cknna_samples`.
     Keys: fvu, r2, cosine, l0, dead, dead_frac, decoder_orthogonality, ms_mean, ms_max, ms_mean_dead_zero
     (MonoLoss's mean, NaN counted as 0), fvu_k{k'}, cosine_k{k'}, purity, purity_weighted, purity_chance,
     probe_n{n}, probe_dense, cknna, and what was measured (variant, d_in, n_latents, k, n_samples, top_n).

@@ -58,14 +58,16 @@ class BatchTopKSAE(SparseAutoencoder):
         return {**super().config(), "k": self.k, "momentum": self.momentum}
 
     @torch.no_grad()
-    def _select(self, h: Tensor, k: int) -> Tensor:
-        """Flat indices of the top B·k entries of h. Data-parallel training selects over the global batch: the
-        entries of this rank's slice at or above the global (B·k)-th largest value (distributed.Group)."""
+    def _select(self, h: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """(flat indices, values) of the top B·k entries of h. Data-parallel training selects over the global batch:
+        the entries of this rank's slice at or above the global (B·k)-th largest value (distributed.Group)."""
         flat, group = h.flatten(), Group.current()
         if not (self.training and group.active):
-            return flat.topk(min(h.shape[0] * k, flat.numel()), sorted=False).indices
+            top = flat.topk(min(h.shape[0] * k, flat.numel()), sorted=False)
+            return top.indices, top.values
         n = k * int(group.sum(torch.tensor(h.shape[0], device=h.device)))   # B·k of the global batch
-        return (flat >= group.kth_largest(flat, n)).nonzero().squeeze(1)
+        selected = (flat >= group.kth_largest(flat, n)).nonzero().squeeze(1)
+        return selected, flat[selected]
 
     @torch.no_grad()
     def _update_threshold(self, selected: Tensor) -> None:
@@ -90,9 +92,9 @@ class BatchTopKSAE(SparseAutoencoder):
         B, m = h.shape
         # the top B·k of h over the batch; where fewer than B·k are positive, ReLU zeroes the rest, as it would
         # the zeros a top-k of ReLU(h) picks among
-        flat, selected = h.detach().flatten(), self._select(h, k)
+        selected, values = self._select(h, k)
         if self.training and k == self.k:
-            self._update_threshold(F.relu(flat[selected]))
+            self._update_threshold(F.relu(values))
         if dense_grad:
             keep = torch.zeros(h.numel(), dtype=torch.bool, device=h.device)
             keep[selected] = True
