@@ -97,16 +97,17 @@ pd.DataFrame(measured).T[["samples_per_s", "step_per_gemm"]].round(2)
 
 # %% [markdown]
 # `step_per_gemm` is a step's time in units of its encoder GEMM. A plain Top-k step needs that one GEMM (the
-# backward touches only the $B \cdot k$ selected entries); a regularized step needs one more, $G^\top (x - b_\text{dec})$
-# for the encoder's gradient from the dense $\partial R/\partial h$ over the batch-active units, so about one more
-# unit.
+# backward touches only the $B \cdot k$ selected entries). A regularized step needs one more,
+# $G^\top (x - b_\text{dec})$, for the encoder's gradient from the dense $\partial R/\partial h$ over the
+# batch-active units, so about one more unit.
 
 # %%
 def kind_of(cell) -> str:
     return "baseline" if cell.mask is None else "masked regularizer" if cell.mask else "unmasked regularizer"
 
 throughput = {(grid.EMBED_DIMS[c.backbone], c.k, c.method, c.mask):
-              measured[kind_of(c)]["samples_per_s"] * 1024 / grid.EMBED_DIMS[c.backbone] for c in cells}
+              {**measured[kind_of(c)], "samples_per_s": measured[kind_of(c)]["samples_per_s"] * 1024
+               / grid.EMBED_DIMS[c.backbone]} for c in cells}
 costs = grid.dry_run(spec, throughput=throughput)
 hours = costs.groupby(["backbone", "dataset"])["hours"].sum()
 print(f"the whole grid: {costs['steps'].sum():,} steps, {costs['hours'].sum():,.0f} {DEVICE}-hours "
@@ -136,14 +137,11 @@ plt.show()
 # slower than this. What the floor does show is the scale: the SAE grid is GPU-hours, not GPU-days, and extracting
 # the embeddings (three ViT-L forward passes over about three million images) will likely cost more than training
 # on them. A dry run on the GPU itself replaces the floor with measured figures in about a minute.
+
 # %%
 batch_gpu = spec.train["batch_size"]
-ratio = {kind_of(c): measured[kind_of(c)]["step_per_gemm"] for c in cells}
-gpu = pd.DataFrame({card: [sum(grid.gpu_hours(r.steps, batch_gpu, r.d, spec.n_latents, ratio[kind_of(c)], tflops)
-                               for r, c in zip(costs.itertuples(), cells)
-                               if (c.backbone, c.dataset) == key)
-                           for key in hours.index]
-                    for card, tflops in grid.GPU_BF16_TFLOPS.items()}, index=hours.index)
+floors = grid.gpu_floors(costs, batch_gpu, spec.n_latents)               # one row per cell, one column per card
+gpu = floors.groupby([costs["backbone"], costs["dataset"]]).sum()
 gpu.loc[("whole grid", ""), :] = gpu.sum()
 print(f"floor of the GPU-hours of SAE training, batch {batch_gpu}, from step/GEMM ratios measured on {DEVICE}:")
 gpu.round(2)

@@ -131,12 +131,11 @@ def _grid(args: argparse.Namespace) -> int:
         print(f"{len(table)} cells, {table['hours'].sum():.1f} {device}-hours of SAE training "
               f"(throughput measured on this machine's {device}; embedding extraction not included)")
         if not gpu:
-            batch = spec.train.get("batch_size", 2048)
-            for card, tflops in grid.GPU_BF16_TFLOPS.items():
-                hours = sum(grid.gpu_hours(r.steps, batch, r.d, spec.n_latents, r.step_per_gemm, tflops)
-                            for r in table.itertuples())
+            floors = grid.gpu_floors(table, spec.train.get("batch_size", 2048), spec.n_latents).sum()
+            for card, hours in floors.items():
                 print(f"  floor on one {card}: {hours:.2f} GPU-hours (step/GEMM ratios measured here, each GEMM at "
-                      f"60% of {tflops:.0f} bf16 TFLOP/s; real steps are slower, see grid.gpu_hours)")
+                      f"60% of {grid.GPU_BF16_TFLOPS[card]:.0f} bf16 TFLOP/s; real steps are slower, "
+                      "see grid.gpu_hours)")
         return 0
     table, out = grid.reproduce(name, args.out, jobs=args.jobs, progress=not args.no_progress, data_options=options)
     print(f"{len(table)} cells; results in {out / 'results.csv'}")

@@ -300,14 +300,24 @@ def gpu_hours(steps: int, batch_size: int, d: int, m: int, step_per_gemm: float,
     return steps * step_per_gemm * gemm_s / 3600
 
 
-def dry_run(spec: GridSpec, throughput: dict[tuple, float] | None = None):
-    """The plan with its estimated device-hours: one row per cell with its training steps and hours, computed
-    from samples/s measured here (or given as {(d, k, method, mask): samples/s}). Returns a DataFrame; cell kinds
-    measured here also carry `step_per_gemm` (see `gpu_hours`), NaN for given ones."""
+def gpu_floors(costs, batch_size: int, n_latents: int):
+    """`gpu_hours` of every cell of a `dry_run` table (rows) on each card of GPU_BF16_TFLOPS (columns)."""
+    import pandas as pd
+
+    return pd.DataFrame({card: [gpu_hours(r.steps, batch_size, r.d, n_latents, r.step_per_gemm, tflops)
+                                for r in costs.itertuples()]
+                         for card, tflops in GPU_BF16_TFLOPS.items()}, index=costs.index)
+
+
+def dry_run(spec: GridSpec, throughput: dict[tuple, float | dict[str, float]] | None = None):
+    """The plan with its estimated device-hours: one row per cell with its training steps, hours and
+    `step_per_gemm` (see `gpu_hours`), computed from steps measured here or given as {(d, k, method, mask):
+    samples/s or a `measure_step` dict} (a bare samples/s gives step_per_gemm NaN). Returns a DataFrame."""
     import pandas as pd
 
     batch = spec.train.get("batch_size", TrainConfig().batch_size)
-    measured = {kind: {"samples_per_s": v, "step_per_gemm": math.nan} for kind, v in (throughput or {}).items()}
+    measured = {kind: v if isinstance(v, dict) else {"samples_per_s": v, "step_per_gemm": math.nan}
+                for kind, v in (throughput or {}).items()}
     rows = []
     for cell in plan(spec):
         n = DATASET_ROWS.get(cell.dataset, {}).get(cell.train_split, spec.limit or 0)

@@ -9,7 +9,8 @@ import torch
 
 import pytest
 
-from sae_tutorial.grid import PRESETS, GridSpec, dry_run, gpu_hours, plan, run_grid
+from sae_tutorial.grid import (GPU_BF16_TFLOPS, PRESETS, GridSpec, dry_run, gpu_floors, gpu_hours, plan,
+                               run_grid)
 from sae_tutorial.synthetic import make_sparse_data
 
 SPEC = GridSpec(name="tiny", backbones=("synthetic",), datasets=(("toy", "train", "test"),), ks=(4,), seeds=(0, 1),
@@ -77,6 +78,9 @@ def test_dry_run_estimates_hours_from_measured_throughput():
     measured = dry_run(dataclasses.replace(SPEC, backbones=("embedded",), datasets=(("fashion-mnist", "train", "test"),)))
     assert (measured["samples_per_s"] > 0).all() and (measured["steps"] == 25).all()
     assert (measured["step_per_gemm"] > 0.5).all() and plan_table["step_per_gemm"].isna().all()
+    given = dry_run(spec, throughput={kind: {"samples_per_s": 1e5, "step_per_gemm": 2.5} for kind in
+                                      {(1024, 32, c.method, c.mask) for c in plan(spec)}})
+    assert (given["step_per_gemm"] == 2.5).all() and given["hours"].equals(plan_table["hours"])
 
 
 def test_gpu_hours_formula():
@@ -85,6 +89,10 @@ def test_gpu_hours_formula():
     assert gpu_hours(1000, 2048, 1024, 8192, 3.0, 100.0, 0.5) == pytest.approx(1000 * 3 * gemm_s / 3600)
     assert gpu_hours(1000, 2048, 1024, 8192, 3.0, 200.0, 0.5) == pytest.approx(gpu_hours(500, 2048, 1024, 8192,
                                                                                          3.0, 100.0, 0.5))
+    costs = pd.DataFrame({"steps": [1000, 10], "d": [1024, 768], "step_per_gemm": [3.0, 2.0]})
+    floors = gpu_floors(costs, 2048, 8192)
+    assert list(floors.columns) == list(GPU_BF16_TFLOPS) and floors.shape == (2, len(GPU_BF16_TFLOPS))
+    assert floors.loc[0, "A100"] == pytest.approx(gpu_hours(1000, 2048, 1024, 8192, 3.0, GPU_BF16_TFLOPS["A100"]))
 
 
 def test_data_options_reach_the_loader_and_are_checked(tmp_path):
