@@ -323,6 +323,20 @@ counter.handle.remove()
 # come in a fixed order, and no batch straddles a shard boundary, so every shard holds the same images computed in
 # the same batches whichever run wrote it.
 #
+# "Bit for bit" has a condition: the same *numerics settings*. On a CPU, torch splits the sums inside a
+# convolution or a matrix product by thread, so the same images embedded with 1 and with 2 threads differ in the
+# last bits; a GPU, a compute dtype or a torch version changes them too. That is why the killed process above
+# runs with the chapter's own thread count. The manifest records the settings the cache was begun under:
+
+# %%
+print("numerics of the cache:", resumed["numerics"])
+
+# %% [markdown]
+# A run that would add rows under other settings is refused, with an error that names the difference. Passing
+# `allow_mixed_numerics=True` (`--allow-mixed-numerics` on the command line) goes on anyway and flags the cache:
+# its manifest's `mixed_numerics` lists each later segment's settings and first row, so nobody mistakes it for a
+# bit-identical one. A finished cache is only read, whatever the settings.
+#
 # The check of your `after_kill` uses the numbers of this run, then two more cases:
 
 # %%
