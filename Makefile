@@ -13,7 +13,7 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 export SAE_TUTORIAL_CACHE ?= $(CURDIR)/.cache/sae_tutorial
 export MPLBACKEND ?= Agg
 
-.PHONY: install book test bench clean clean-cache system vendor-js
+.PHONY: install book test bench clean clean-cache system vendor-js home
 
 install: $(STAMP)
 
@@ -76,6 +76,10 @@ vendor-js:
 	cp @jupyter-widgets/html-manager/dist/{embed-amd.js,*.woff2} requirejs/require.js $(CURDIR)/book/static/widgets/; \
 	cd mathjax/es5 && cp --parents tex-mml-chtml.js output/chtml/fonts/woff-v2/* input/tex/extensions/*.js \
 	  $(CURDIR)/book/static/mathjax/
+
+# The project's home is `repository:` in _config.yml; this rewrites every install line, Colab link and badge from it.
+home: $(STAMP)
+	$(PY) -m sae_tutorial.home
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py
