@@ -13,7 +13,7 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 export SAE_TUTORIAL_CACHE ?= $(CURDIR)/.cache/sae_tutorial
 export MPLBACKEND ?= Agg
 
-.PHONY: install book test bench clean clean-cache system vendor-js home
+.PHONY: install book test bench clean clean-cache system vendor-js home colab-rehearsal gpu-check
 
 install: $(STAMP)
 
@@ -50,6 +50,21 @@ $(BOOK_STAMP): $(STAMP) $(BOOK_SOURCES)
 
 test: $(STAMP) system $(BOOK_STAMP)
 	$(PY) -m pytest tests
+	@$(MAKE) --no-print-directory colab-rehearsal
+
+# Every chapter's colab-mode cells, executed offline on the CPU in a fresh venv that holds only torch, torchvision and
+# ipykernel plus the chapters' own install line (pointed at this checkout): sae_tutorial/rehearsal.py. The one knob,
+# SAE_TUTORIAL_SHRINK (st.book.shrink), divides the chapters' sizes. The embedded default's caches are hard-linked
+# from the book build's cache when it has them. Report: _build/colab-rehearsal/report.md.
+REHEARSAL_SHRINK ?= 8
+colab-rehearsal: $(STAMP)
+	$(PY) -m sae_tutorial.rehearsal --shrink $(REHEARSAL_SHRINK) \
+	  $(if $(wildcard $(SAE_TUTORIAL_CACHE)/embeddings),--seed-cache $(SAE_TUTORIAL_CACHE))
+
+# On a lent GPU machine (no network, no .venv: its own python3 holds torch): benchmarks/gpu_check.py, ≤ 8 minutes.
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(GPU_PY) benchmarks/gpu_check.py
 
 # Debian packages the checks need, installed when missing (as root; otherwise a hint): chromium for
 # tests/test_book.py, dataset-fashion-mnist for the embedded default (offline Fashion-MNIST).

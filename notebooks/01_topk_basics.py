@@ -47,6 +47,8 @@ else:
     # full runs the same sizes as colab.
     SIZES = dict(n_train=500_000, n_eval=50_000, d=256, n_features=2048, n_latents=4096, k=16,
                  batch_size=1024, epochs=12, lr=1e-3)
+# a no-op unless SAE_TUTORIAL_SHRINK is set (the Colab rehearsal, see How to run)
+SIZES = st.book.shrink(SIZES)
 print(f"mode={MODE}, device={DEVICE}")
 print(SIZES)
 

@@ -901,6 +901,8 @@ else:
             print("Open Images V7 skipped: set OPEN_IMAGES_REPO and OPEN_IMAGES_CLASSES in the parameters cell")
         REAL_SAE = dict(n_latents=PAPER.n_latents, k=64)
         REAL_TRAIN = dict(PAPER.train)              # batch 2048, 50 epochs, lr 1e-4, dead after 10M samples
+    # a no-op unless SAE_TUTORIAL_SHRINK is set (the Colab rehearsal, see How to run)
+    REAL_SAE, REAL_TRAIN = st.book.shrink(REAL_SAE), st.book.shrink(REAL_TRAIN)
     suffix = "" if BACKBONE_WEIGHTS is None else f"--{BACKBONE_WEIGHTS}"
     print(f"{MODE}: backbones {list(PAPER.backbones)}, data {list(REAL_DATA)}, SAE {REAL_SAE}, {REAL_TRAIN}")
 

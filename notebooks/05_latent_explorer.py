@@ -46,6 +46,8 @@ else:
     # A GPU: the same embedded Fashion-MNIST backbone, a 4x wider dictionary trained longer. The explorer's
     # code is the same for CLIP or SigLIP2 embeddings of ImageNet (chapter 3 extracts them).
     SIZES = dict(n_latents=2048, k=16, epochs=10, batch_size=1024, lambda_ratio=0.003, top_n=50, n_cards=12)
+# a no-op unless SAE_TUTORIAL_SHRINK is set (the Colab rehearsal, see How to run)
+SIZES = st.book.shrink(SIZES)
 print(f"mode={MODE}, device={DEVICE}, sizes={SIZES}")
 
 # %% [markdown]
