@@ -1,0 +1,146 @@
+"""SAEs made by other libraries: `load` reads them (format detected in `detect`), `save_as` writes ours for them.
+
+    st.load(path)                          sae_tutorial checkpoints and hub folders, and:
+        sparsify             folder: cfg.json + sae.safetensors                  → TopKSAE
+        saelens              folder: cfg.json + sae_weights.safetensors          → ReLUSAE / TopKSAE / BatchTopKSAE
+        dictionary_learning  folder: ae.pt + config.json                         → ReLUSAE / TopKSAE / BatchTopKSAE
+        overcomplete         file: torch.save(model) or its state_dict()         → ReLUSAE / TopKSAE / BatchTopKSAE
+    sae.save_as(path, library="sparsify" | "saelens")
+
+Each reader maps the foreign SAE onto our maps exactly (see _maths.py) or raises `UnsupportedSAE` naming what we
+lack; an imported SAE carries `sae.provenance` (library, version, source, class, rewrites), which its checkpoint keeps
+and `st.method_card` prints. `saebench.SAEBenchAdapter` hands any of our SAEs to SAEBench-style evaluators.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from .. import checkpoint, hub
+from ..sae import SparseAutoencoder
+from . import dictionary_learning, overcomplete, saelens, sparsify
+from ._maths import UnsupportedSAE
+from .saebench import SAEBenchAdapter
+
+LIBRARIES = ("sae_tutorial", "sparsify", "saelens", "dictionary_learning", "overcomplete")
+WRITERS = {"sparsify": sparsify.save, "saelens": saelens.save}
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def _is_ours(path: Path) -> bool:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return checkpoint.META_KEY in (f.metadata() or {})
+    except (SafetensorError, OSError, ValueError):
+        return False
+
+
+def _is_our_folder(folder: Path) -> bool:
+    cfg = folder / hub.CONFIG
+    if not (cfg.is_file() and (folder / hub.WEIGHTS).is_file()):
+        return False
+    try:
+        record = json.loads(cfg.read_text())
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "variant" in record and "schema_version" in record
+
+
+def detect(path: str | Path) -> str:
+    """The library that wrote `path` (one of LIBRARIES), from its files alone; a clear error when none matches."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no SAE at {path}")
+    if path.is_file():
+        if path.suffix == ".safetensors":
+            foreign = path.name in (sparsify.WEIGHTS, saelens.WEIGHTS) and (path.parent / sparsify.CONFIG).is_file()
+            if _is_ours(path) or not foreign:
+                return "sae_tutorial"      # its reader names what is wrong with a foreign or corrupt file
+            path = path.parent
+        elif path.name in (sparsify.CONFIG, dictionary_learning.CONFIG) or path.name == dictionary_learning.WEIGHTS:
+            path = path.parent
+        elif path.suffix in TORCH_SUFFIXES:
+            return "overcomplete"
+        else:
+            raise ValueError(f"{path}: unknown SAE file type {path.suffix!r} (expected .safetensors, a torch file or "
+                             "a folder)")
+    files = {p.name for p in path.iterdir()}
+    if _is_our_folder(path):
+        return "sae_tutorial"
+    if sparsify.CONFIG in files and sparsify.WEIGHTS in files:
+        return "sae_tutorial" if _is_ours(path / sparsify.WEIGHTS) else "sparsify"
+    if saelens.CONFIG in files and saelens.WEIGHTS in files:
+        return "saelens"
+    if dictionary_learning.WEIGHTS in files and dictionary_learning.CONFIG in files:
+        return "dictionary_learning"
+    nested = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / sparsify.CONFIG).is_file())
+    if nested:
+        raise ValueError(f"{path} holds several SAEs (sub-folders {nested[:5]}): load one of them")
+    raise ValueError(
+        f"{path}: no known SAE format. Looked for: sae_tutorial (*.safetensors with '{checkpoint.META_KEY}' metadata, "
+        f"or {hub.WEIGHTS} + {hub.CONFIG}), sparsify ({sparsify.CONFIG} + {sparsify.WEIGHTS}), SAELens "
+        f"({saelens.CONFIG} + {saelens.WEIGHTS}), dictionary_learning ({dictionary_learning.WEIGHTS} + "
+        f"{dictionary_learning.CONFIG}), overcomplete (a torch file). Found: {sorted(files)[:10]}")
+
+
+def _folder(path: Path) -> Path:
+    return path.parent if path.is_file() else path
+
+
+def load(path: str | Path, library: str | None = None, *, device: str | torch.device = "cpu",
+         **options: Any) -> SparseAutoencoder:
+    """Load an SAE written by sae_tutorial or another library (`library=None`: detected from the files).
+
+    options, per library: saelens k (BatchTopK saved as JumpReLU); overcomplete variant, k, threshold,
+    normalization, trust_pickle. An unknown option, or one the library does not take, is a TypeError.
+    """
+    path = Path(path)
+    if library is None:
+        library = detect(path)
+    elif library not in LIBRARIES:
+        raise ValueError(f"library must be one of {LIBRARIES} or None (detect), got {library!r}")
+    allowed = {"sae_tutorial": set(), "sparsify": set(), "dictionary_learning": set(), "saelens": {"k"},
+               "overcomplete": {"variant", "k", "threshold", "normalization", "trust_pickle"}}[library]
+    unknown = set(options) - allowed
+    if unknown:
+        raise TypeError(f"st.load(library={library!r}) takes options {sorted(allowed) or 'none'}, got {sorted(unknown)}")
+    if not path.exists():
+        raise FileNotFoundError(f"no SAE at {path}")
+    if library == "sae_tutorial":
+        if path.is_dir():
+            return hub.read_folder(SparseAutoencoder, str(path), map_location=device)
+        return checkpoint.load_sae(path, device=device)
+    if library == "sparsify":
+        sae = sparsify.load(_folder(path))
+    elif library == "saelens":
+        sae = saelens.load(_folder(path), **options)
+    elif library == "dictionary_learning":
+        sae = dictionary_learning.load(_folder(path))
+    else:
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder; an overcomplete SAE is one torch file (torch.save of the model "
+                             "or its state_dict)")
+        trust = options.pop("trust_pickle", False)
+        obj = overcomplete.read(path, trust_pickle=trust)
+        if not overcomplete.is_overcomplete(obj):
+            raise ValueError(f"{path} is a torch file but not an overcomplete SAE (no overcomplete module, no "
+                             "'dictionary._weights' key)")
+        sae = overcomplete.load(path, obj, **options)
+    return sae.to(device)
+
+
+def save_as(sae: SparseAutoencoder, path: str | Path, library: str, **options: Any) -> Path:
+    """Write `sae` as a folder `library` reads with the same maths ("sparsify": TopKSAE; "saelens": TopKSAE,
+    BatchTopKSAE, ReLUSAE; options: saelens metadata={...}). Another variant raises UnsupportedSAE."""
+    if not isinstance(sae, SparseAutoencoder):
+        raise TypeError(f"sae must be an sae_tutorial SparseAutoencoder, got {type(sae).__name__}")
+    if library not in WRITERS:
+        raise ValueError(f"library must be one of {sorted(WRITERS)}, got {library!r}")
+    return WRITERS[library](sae, Path(path), **options)
+
+
+__all__ = ["load", "save_as", "detect", "LIBRARIES", "UnsupportedSAE", "SAEBenchAdapter"]
