@@ -310,8 +310,8 @@ def saelens_encode(cfg, w, x):
     arch = cfg["architecture"]
     if arch == "standard":
         return h.relu()
-    if arch == "jumprelu":
-        return h.relu() * (h > w["threshold"])
+    if arch in ("jumprelu", "batchtopk"):   # a batchtopk checkpoint is saved for inference as jumprelu, θ_i = θ
+        return h.relu() * (h > w.get("threshold", w.get("topk_threshold")))
     if cfg.get("rescale_acts_by_decoder_norm"):
         h = h * w["W_dec"].norm(dim=-1)
     vals, idx = h.topk(cfg["k"], dim=-1, sorted=False)
@@ -331,9 +331,12 @@ def saelens_decode(cfg, w, z):
     ({"architecture": "topk", "k": K, "rescale_acts_by_decoder_norm": True}, False, st.TopKSAE),
     ({"architecture": "topk", "k": K, "apply_b_dec_to_input": False}, True, st.TopKSAE),
     ({"architecture": "jumprelu", "k": K}, True, st.BatchTopKSAE),
+    ({"architecture": "batchtopk", "k": K}, True, st.BatchTopKSAE),
 ])
 def test_saelens_layout_load_equals_its_maths(tmp_path, cfg, unit, ours):
     w = saelens_weights(unit, torch.full((M,), 0.4) if cfg["architecture"] == "jumprelu" else None)
+    if cfg["architecture"] == "batchtopk":
+        w["topk_threshold"] = torch.tensor(0.3, dtype=torch.float64)   # BatchTopKTrainingSAE's buffer
     folder = saelens_folder(tmp_path / "sl", cfg, w)
     assert detect(folder) == "saelens"
     sae = st.load(folder)
