@@ -467,3 +467,47 @@ def test_saebench_interface():
         st.interop.SAEBenchAdapter(st.SparsemaxSAE(D, M)).decode(torch.zeros(2, M))
     with pytest.raises(TypeError, match="SparseAutoencoder"):
         st.interop.SAEBenchAdapter(torch.nn.Linear(2, 2))
+
+
+def test_overcomplete_threshold_ties_are_kept(tmp_path, overcomplete):
+    """overcomplete keeps codes ≥ θ, we keep codes > θ⁻ (the next float below): equal even when a code equals θ."""
+    model = oc_model(overcomplete, "BatchTopKSAE", top_k=K * N)
+    x = inputs()
+    with torch.no_grad():
+        _, codes = model.encoder(x)
+    model.running_threshold = codes[codes > 0].median()           # some codes sit exactly at θ
+    torch.save(model, tmp_path / "b.pt")
+    sae = st.load(tmp_path / "b.pt", trust_pickle=True, k=K)
+    with torch.no_grad():
+        _, z = model.encode(x)
+        assert int((z == model.running_threshold).sum()) >= 1
+        assert torch.equal(sae.encode(x), z)
+
+
+def test_from_hub_on_a_local_repository_layout(tmp_path, dictionary_learning):
+    """The chapter 5 Colab cell's code path, offline: a repository holding several dictionary_learning SAEs in
+    sub-folders (the layout of trainSAE's save_dir), read without network from a local copy."""
+    from dictionary_learning.trainers.batch_top_k import BatchTopKTrainer
+    repo = tmp_path / "repo"
+    made = {}
+    for layer in (11, 22):
+        trainer = BatchTopKTrainer(steps=6, activation_dim=D, dict_size=M, k=K, layer=layer, lm_name="clip",
+                                   device="cpu", seed=layer, warmup_steps=1, threshold_start_step=2)
+        (repo / f"layer_{layer}").mkdir(parents=True)
+        made[layer] = dl_train(trainer, repo / f"layer_{layer}" / "trainer_0").eval()
+    (repo / "README.md").write_text("two SAEs")
+    assert st.interop.sae_folders([p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file()]) == {
+        "layer_11/trainer_0": "dictionary_learning", "layer_22/trainer_0": "dictionary_learning"}
+    first = st.interop.from_hub(str(repo))
+    assert first.provenance["config"]["trainer"]["layer"] == 11
+    sae = st.interop.from_hub(str(repo), "layer_22/trainer_0")
+    x = inputs()
+    with torch.no_grad():
+        assert rel(sae.encode(x), made[22].encode(x)) < TOL
+    with pytest.raises(ValueError, match="no SAE in 'layer_5'.*layer_11/trainer_0"):
+        st.interop.from_hub(str(repo), "layer_5")
+    with pytest.raises(ValueError, match="no SAE in 'trainer_0/checkpoints'"):
+        st.interop.from_hub(str(repo / "layer_11"), "trainer_0/checkpoints")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no SAE folder of a known layout"):
+        st.interop.from_hub(str(tmp_path / "empty"))

@@ -6,6 +6,7 @@
         dictionary_learning  folder: ae.pt + config.json                         → ReLUSAE / TopKSAE / BatchTopKSAE
         overcomplete         file: torch.save(model) or its state_dict()         → ReLUSAE / TopKSAE / BatchTopKSAE
     sae.save_as(path, library="sparsify" | "saelens")
+    st.interop.from_hub(repo_id, subfolder)   one SAE of a hub repository holding many (or a local copy of one)
 
 Each reader maps the foreign SAE onto our maps exactly (see _maths.py) or raises `UnsupportedSAE` naming what we
 lack; an imported SAE carries `sae.provenance` (library, version, source, class, rewrites), which its checkpoint keeps
@@ -27,6 +28,12 @@ from ._maths import UnsupportedSAE
 from .saebench import SAEBenchAdapter
 
 LIBRARIES = ("sae_tutorial", "sparsify", "saelens", "dictionary_learning", "overcomplete")
+FOLDER_LAYOUTS = {   # the two files that make a folder an SAE of each library, in detection order
+    "sae_tutorial": (hub.CONFIG, hub.WEIGHTS),
+    "sparsify": (sparsify.CONFIG, sparsify.WEIGHTS),
+    "saelens": (saelens.CONFIG, saelens.WEIGHTS),
+    "dictionary_learning": (dictionary_learning.CONFIG, dictionary_learning.WEIGHTS),
+}
 WRITERS = {"sparsify": sparsify.save, "saelens": saelens.save}
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
@@ -69,14 +76,9 @@ def detect(path: str | Path) -> str:
             raise ValueError(f"{path}: unknown SAE file type {path.suffix!r} (expected .safetensors, a torch file or "
                              "a folder)")
     files = {p.name for p in path.iterdir()}
-    if _is_our_folder(path):
-        return "sae_tutorial"
-    if sparsify.CONFIG in files and sparsify.WEIGHTS in files:
-        return "sae_tutorial" if _is_ours(path / sparsify.WEIGHTS) else "sparsify"
-    if saelens.CONFIG in files and saelens.WEIGHTS in files:
-        return "saelens"
-    if dictionary_learning.WEIGHTS in files and dictionary_learning.CONFIG in files:
-        return "dictionary_learning"
+    library = _folder_library(path, files)
+    if library is not None:
+        return library
     nested = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / sparsify.CONFIG).is_file())
     if nested:
         raise ValueError(f"{path} holds several SAEs (sub-folders {nested[:5]}): load one of them")
@@ -85,6 +87,55 @@ def detect(path: str | Path) -> str:
         f"or {hub.WEIGHTS} + {hub.CONFIG}), sparsify ({sparsify.CONFIG} + {sparsify.WEIGHTS}), SAELens "
         f"({saelens.CONFIG} + {saelens.WEIGHTS}), dictionary_learning ({dictionary_learning.WEIGHTS} + "
         f"{dictionary_learning.CONFIG}), overcomplete (a torch file). Found: {sorted(files)[:10]}")
+
+
+def _folder_library(folder: Path, files: set[str]) -> str | None:
+    """The library whose two files `folder` holds (`files`: their names), or None."""
+    for library, names in FOLDER_LAYOUTS.items():
+        if set(names) <= files:
+            if library == "sae_tutorial" and not _is_our_folder(folder):
+                continue
+            if library == "sparsify" and _is_ours(folder / sparsify.WEIGHTS):
+                return "sae_tutorial"     # our checkpoint named sae.safetensors beside someone's cfg.json
+            return library
+    return None
+
+
+def sae_folders(files: list[str]) -> dict[str, str]:
+    """{folder: library} for every folder of a repository file list (paths with "/") that holds an SAE layout."""
+    by_folder: dict[str, set[str]] = {}
+    for f in files:
+        folder, _, name = f.rpartition("/")
+        by_folder.setdefault(folder, set()).add(name)
+    return {folder: lib for folder, names in sorted(by_folder.items())
+            for lib, pair in FOLDER_LAYOUTS.items() if set(pair) <= names}
+
+
+def from_hub(repo_id: str, subfolder: str | None = None, *, device: str | torch.device = "cpu",
+             hub_kwargs: dict[str, Any] | None = None, **options: Any) -> SparseAutoencoder:
+    """Load one SAE of a Hugging Face repository (or a local folder with the same layout), downloading only its
+    two files. The repository may hold many SAEs, one per sub-folder: `subfolder` picks one (default: the first,
+    in name order); the error lists them. options: as for `load`."""
+    local = Path(repo_id)
+    if local.is_dir():
+        files = [p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()]
+    else:
+        from huggingface_hub import HfApi
+        files = HfApi().list_repo_files(repo_id, **(hub_kwargs or {}))
+    found = sae_folders(files)
+    if not found:
+        raise ValueError(f"{repo_id} holds no SAE folder of a known layout ({FOLDER_LAYOUTS})")
+    if subfolder is None:
+        subfolder = next(iter(found))
+    if subfolder not in found:
+        raise ValueError(f"{repo_id} has no SAE in {subfolder!r}; its SAE folders: {list(found)[:20]}")
+    library = found[subfolder]
+    if local.is_dir():
+        return load(local / subfolder, library, device=device, **options)
+    from huggingface_hub import hf_hub_download
+    paths = [hf_hub_download(repo_id, f"{subfolder}/{name}" if subfolder else name, **(hub_kwargs or {}))
+             for name in FOLDER_LAYOUTS[library]]
+    return load(Path(paths[0]).parent, library, device=device, **options)
 
 
 def _folder(path: Path) -> Path:
@@ -143,4 +194,4 @@ def save_as(sae: SparseAutoencoder, path: str | Path, library: str, **options: A
     return WRITERS[library](sae, Path(path), **options)
 
 
-__all__ = ["load", "save_as", "detect", "LIBRARIES", "UnsupportedSAE", "SAEBenchAdapter"]
+__all__ = ["load", "save_as", "detect", "from_hub", "sae_folders", "LIBRARIES", "UnsupportedSAE", "SAEBenchAdapter"]
