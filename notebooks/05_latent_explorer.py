@@ -699,8 +699,7 @@ if MODE != "small":
     print(f"{PUBLIC_REPO}: {public.provenance['foreign_class']} -> {type(public).__name__} {public.config()}")
     print({key: trainer_cfg.get(key) for key in ("lm_name", "layer", "submodule_name", "k", "dict_size")})
     print("notes:", public.provenance["notes"], "| rewrites:", public.provenance["rewrites"])
-    print("SAEBench decoder-norm check:", st.interop.SAEBenchAdapter(public).check_decoder_norms(),
-          f"| decoder orthogonality {st.metrics.decoder_orthogonality(public):.2e}")
+    print("SAEBench decoder-norm check:", st.interop.SAEBenchAdapter(public).check_decoder_norms())
 
 # %% [markdown]
 # ## Check your understanding

@@ -148,6 +148,7 @@ def load(path: str | Path, library: str | None = None, *, device: str | torch.de
 
     options, per library: saelens k (BatchTopK saved as JumpReLU); overcomplete variant, k, threshold,
     normalization, trust_pickle. An unknown option, or one the library does not take, is a TypeError.
+    A foreign SAE comes back in eval mode (BatchTopK then applies its threshold, as the libraries' encode does).
     """
     path = Path(path)
     if library is None:
