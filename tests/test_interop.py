@@ -392,7 +392,7 @@ def test_saelens_export_layout_and_maths(tmp_path, variant):
 # ---------------------------------------------------------------- detection, export, provenance
 def test_detection_errors(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no known SAE format.*sparsify.*SAELens.*dictionary_learning"):
+    with pytest.raises(ValueError, match="no known SAE format.*sparsify.*saelens.*dictionary_learning"):
         st.load(tmp_path / "empty")
     (tmp_path / "w.npz").write_bytes(b"x")
     with pytest.raises(ValueError, match="unknown SAE file type '.npz'"):

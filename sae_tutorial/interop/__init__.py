@@ -68,7 +68,7 @@ def detect(path: str | Path) -> str:
             if _is_ours(path) or not foreign:
                 return "sae_tutorial"      # its reader names what is wrong with a foreign or corrupt file
             path = path.parent
-        elif path.name in (sparsify.CONFIG, dictionary_learning.CONFIG) or path.name == dictionary_learning.WEIGHTS:
+        elif path.name in {name for pair in FOLDER_LAYOUTS.values() for name in pair}:
             path = path.parent
         elif path.suffix in TORCH_SUFFIXES:
             return "overcomplete"
@@ -79,14 +79,13 @@ def detect(path: str | Path) -> str:
     library = _folder_library(path, files)
     if library is not None:
         return library
-    nested = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / sparsify.CONFIG).is_file())
+    nested = sorted(p.name for p in path.iterdir()
+                    if p.is_dir() and _folder_library(p, {q.name for q in p.iterdir()}) is not None)
     if nested:
         raise ValueError(f"{path} holds several SAEs (sub-folders {nested[:5]}): load one of them")
-    raise ValueError(
-        f"{path}: no known SAE format. Looked for: sae_tutorial (*.safetensors with '{checkpoint.META_KEY}' metadata, "
-        f"or {hub.WEIGHTS} + {hub.CONFIG}), sparsify ({sparsify.CONFIG} + {sparsify.WEIGHTS}), SAELens "
-        f"({saelens.CONFIG} + {saelens.WEIGHTS}), dictionary_learning ({dictionary_learning.WEIGHTS} + "
-        f"{dictionary_learning.CONFIG}), overcomplete (a torch file). Found: {sorted(files)[:10]}")
+    layouts = ", ".join(f"{library} ({a} + {b})" for library, (a, b) in FOLDER_LAYOUTS.items())
+    raise ValueError(f"{path}: no known SAE format. Looked for: {layouts}, a sae_tutorial .safetensors checkpoint "
+                     f"('{checkpoint.META_KEY}' metadata), overcomplete (a torch file). Found: {sorted(files)[:10]}")
 
 
 def _folder_library(folder: Path, files: set[str]) -> str | None:
