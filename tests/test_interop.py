@@ -443,6 +443,16 @@ def test_load_keeps_the_file_dtype(tmp_path):
     sae = st.load(saelens_folder(tmp_path / "sl", {"architecture": "topk", "k": K, "dtype": "float64"}, w))
     assert sae.W_dec.dtype == torch.float64 and sae.provenance["dtype"] == "float64"
     assert st.load(sae.save(tmp_path / "d.safetensors")).W_dec.dtype == torch.float64
+    half = st.BatchTopKSAE(D, M, K, seed=0).to(torch.bfloat16).eval()
+    back = st.load(half.save_as(tmp_path / "bf16", library="saelens"), k=K)
+    x = inputs().to(torch.bfloat16)
+    assert back.W_dec.dtype == torch.bfloat16 and torch.equal(back.encode(x), half.encode(x))
+
+
+def test_saelens_inputs_scaled_outside_the_sae_are_noted(tmp_path):
+    folder = saelens_folder(tmp_path / "sl", {"architecture": "topk", "k": K,
+                                              "normalize_activations": "expected_average_only_in"}, saelens_weights())
+    assert "feed inputs scaled the same way" in st.load(folder).provenance["notes"][0]
 
 
 # ---------------------------------------------------------------- SAEBench
