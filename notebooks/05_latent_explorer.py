@@ -40,6 +40,7 @@ import sae_tutorial as st
 import torch
 
 MODE, DEVICE = st.book.setup()   # "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
+PUBLIC_REPO = "mateuszpach/sae-for-vlm"   # colab: a hub repository of vision SAEs (or a local copy of one)
 if MODE == "small":
     SIZES = dict(n_latents=512, k=8, epochs=3, batch_size=512, lambda_ratio=0.003, top_n=50, n_cards=12)
 else:
@@ -695,7 +696,6 @@ display(Markdown(re.sub(r"^(#+) ", r"###\1 ", md_path.read_text(), flags=re.MULT
 
 # %%
 if MODE != "small":
-    PUBLIC_REPO = "mateuszpach/sae-for-vlm"
     public = st.interop.from_hub(PUBLIC_REPO)
     trainer_cfg = public.provenance["config"].get("trainer", {})
     print(f"{PUBLIC_REPO}: {public.provenance['foreign_class']} -> {type(public).__name__} {public.config()}")

@@ -11,9 +11,10 @@ fresh virtual environment installed the way a Colab user's is.
    their real architectures with random weights (its `BACKBONE_WEIGHTS` parameter set to "random", injected
    after the parameters cell as papermill does). HF_HUB_OFFLINE=1: a download attempt fails at once.
 4. Run. Each chapter, top to bottom, with SAE_TUTORIAL_MODE=colab on the CPU and the one rehearsal knob,
-   SAE_TUTORIAL_SHRINK=N (`st.book.shrink`: the chapters' sizes ÷ N, same cells, same calls). The install cell
-   runs too: a stand-in `google.colab` module makes the kernel look like Colab's. Any error in any cell fails
-   the rehearsal; a cell that needs a GPU prints that it is skipped.
+   SAE_TUTORIAL_SHRINK=N (`st.book.shrink`: the chapters' sizes ÷ N, same cells, same calls); two chapters run
+   side by side, each in its own kernel with one torch thread. The install cell runs too: a stand-in
+   `google.colab` module makes the kernel look like Colab's. Any error in any cell fails the rehearsal; a cell
+   that needs a GPU prints that it is skipped.
 
 The caches the embedded default needs in every mode (the embedded backbone, the Fashion-MNIST embeddings, the
 embedded grid) are the same as the book build's: `--seed-cache DIR` hard-links them from that build's cache
@@ -30,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 KERNEL = "sae-colab-rehearsal"
 COLAB_RUNTIME = ("torch", "torchvision", "ipykernel")      # what the fresh environment starts from
 LIBRARY_OPTIONAL = ("torchvision", "open_clip", "timm", "datasets", "umap")   # imported by the library in colab mode
-PARAMETERS = {"BACKBONE_WEIGHTS": "random"}               # injected after a chapter's parameters cell, if it has one
+# Injected after a chapter's parameters cell, where it has them ({cache} is the rehearsal's cache folder).
+PARAMETERS = {"BACKBONE_WEIGHTS": "random", "PUBLIC_REPO": "{cache}/hub-stand-in/sae-for-vlm"}
 SEEDED = ("backbones", "embeddings", "reproduce")          # cache folders of the embedded default, shared with the book
 IMAGENETTE = {"n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player",
               "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn",
@@ -73,6 +76,29 @@ def imagenette_folder(root: Path, per_class: dict[str, int] | None = None, seed:
                 image.save(out / split / wnid / name, quality=85)
                 rows.append(f"{split}/{wnid}/{name},{','.join([wnid] * 5)},{split == 'val'}")
     (out / "noisy_imagenette.csv").write_text("\n".join(rows) + "\n")
+    return out
+
+
+def hub_sae_repo(root: Path, d: int = 1024, m: int = 8192, k: int = 32, seed: int = 0) -> Path:
+    """Write root/hub-stand-in/sae-for-vlm: a repository of two dictionary_learning BatchTopK SAEs in sub-folders
+    (ae.pt, a plain state dict, + config.json {"trainer": ...}, as its trainSAE writes them), random weights with
+    unit decoder rows; chapter 5's PUBLIC_REPO points here instead of the hub."""
+    import torch
+
+    out = root / "hub-stand-in" / "sae-for-vlm"
+    gen = torch.Generator().manual_seed(seed)
+    for layer in (11, 22):
+        folder = out / f"clip-vit-l-14_layer_{layer}" / "trainer_0"
+        folder.mkdir(parents=True, exist_ok=True)
+        decoder = torch.nn.functional.normalize(torch.randn(m, d, generator=gen), dim=1)      # (m, d) unit rows
+        state = {"encoder.weight": decoder.clone(), "encoder.bias": torch.zeros(m), "decoder.weight": decoder.T.clone(),
+                 "b_dec": torch.zeros(d), "k": torch.tensor(k), "threshold": torch.tensor(0.05)}
+        torch.save(state, folder / "ae.pt")
+        trainer = {"dict_class": "BatchTopKSAE", "trainer_class": "BatchTopKTrainer", "activation_dim": d,
+                   "dict_size": m, "k": k, "layer": layer, "lm_name": "openai/clip-vit-large-patch14",
+                   "submodule_name": f"vision_model.encoder.layers.{layer}"}
+        (folder / "config.json").write_text(json.dumps({"trainer": trainer}, indent=1))
+    (out / "README.md").write_text("A local stand-in with the layout of a hub repository of dictionary_learning SAEs.\n")
     return out
 
 
@@ -123,7 +149,7 @@ def missing_imports(python: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------- one chapter
-def prepare(notebook: Path) -> "nbformat.NotebookNode":  # noqa: F821
+def prepare(notebook: Path, cache: Path | None = None) -> "nbformat.NotebookNode":  # noqa: F821
     """The chapter as the rehearsal runs it: a stand-in google.colab first, its install cell pointed at this
     checkout, and PARAMETERS injected after its parameters cell."""
     import nbformat
@@ -137,7 +163,9 @@ def prepare(notebook: Path) -> "nbformat.NotebookNode":  # noqa: F821
     if params is not None:
         given = {k: v for k, v in PARAMETERS.items() if re.search(rf"^{k}\s*=", nb.cells[params].source, re.M)}
         if given:
-            source = "# Injected by the Colab rehearsal\n" + "\n".join(f"{k} = {v!r}" for k, v in given.items())
+            values = {k: v.format(cache=cache or Path(os.environ.get("SAE_TUTORIAL_CACHE", "."))) for k, v in
+                      given.items()}
+            source = "# Injected by the Colab rehearsal\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items())
             nb.cells.insert(params + 1, nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]}))
     colab = ("# Injected by the Colab rehearsal: look like a Colab kernel, so that the install cell runs\n"
              "import sys, types\nsys.modules.setdefault('google.colab', types.ModuleType('google.colab'))")
@@ -178,8 +206,28 @@ def seed_cache(source: Path, cache: Path) -> list[str]:
     return seeded
 
 
+WARM_CACHES = ("import sae_tutorial as st\nfor split in ('train', 'test'):\n"
+               "    st.embed('embedded', 'fashion-mnist', split, progress=False)")
+
+
+def _run_in_process(notebook: Path, executed: Path) -> dict[str, object]:
+    """run_chapter in a child process (its own kernel, one torch thread); prints and returns its row."""
+    proc = subprocess.run([sys.executable, "-m", "sae_tutorial.rehearsal", "--one", str(notebook), "--out",
+                           str(executed)], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        row = {"chapter": notebook.stem, "seconds": 0.0, "cells": 0, "gpu_skipped": [],
+               "error": f"the rehearsal process failed: {proc.stderr.strip()[-300:]}"}
+    print(f"{row['chapter']}: {'ok' if row['error'] is None else 'FAILED'} in {row['seconds']:.0f} s "
+          f"({row['cells']} cells){': ' + row['error'] if row['error'] else ''}", flush=True)
+    for line in row["gpu_skipped"]:
+        print(f"    {line}", flush=True)
+    return row
+
+
 def rehearse(out: Path, shrink: int = 8, chapters: list[str] | None = None, seed_from: Path | None = None,
-             reuse_venv: bool = False) -> int:
+             reuse_venv: bool = False, jobs: int = 2) -> int:
     """The whole rehearsal into `out` (venv, cache, executed notebooks, report.md); returns the exit status."""
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -199,22 +247,18 @@ def rehearse(out: Path, shrink: int = 8, chapters: list[str] | None = None, seed
     cache.mkdir(parents=True)
     seeded = seed_cache(seed_from, cache) if seed_from else []
     imagenette_folder(cache)
+    hub_sae_repo(cache)
     executed.mkdir(exist_ok=True)
     os.environ.pop("PYTHONPATH", None)
     os.environ.update({"SAE_TUTORIAL_MODE": "colab", "SAE_TUTORIAL_SHRINK": str(shrink), "HF_HUB_OFFLINE": "1",
                        "SAE_TUTORIAL_CACHE": str(cache), "CUDA_VISIBLE_DEVICES": "",
                        "JUPYTER_PATH": str(venv / "share" / "jupyter"),
                        "NUMBA_CACHE_DIR": str(out / "numba"), "MPLBACKEND": "module://matplotlib_inline.backend_inline"})
-    rows = []
-    for notebook in home.chapters():
-        if chapters and not any(c in notebook for c in chapters):
-            continue
-        row = run_chapter(ROOT / notebook, executed)
-        rows.append(row)
-        print(f"{row['chapter']}: {'ok' if row['error'] is None else 'FAILED'} in {row['seconds']:.0f} s "
-              f"({row['cells']} cells){': ' + row['error'] if row['error'] else ''}", flush=True)
-        for line in row["gpu_skipped"]:
-            print(f"    {line}")
+    if not seeded:      # the embedded default's caches, built once before chapters that read them run side by side
+        subprocess.run([str(python), "-c", WARM_CACHES], check=True)
+    todo = [ROOT / nb for nb in home.chapters() if not chapters or any(c in nb for c in chapters)]
+    with ThreadPoolExecutor(jobs) as pool:        # each chapter in its own process and kernel, one thread each
+        rows = list(pool.map(lambda nb: _run_in_process(nb, executed), todo))
     failed = [r for r in rows if r["error"]] or bool(missing)
     lines = ["# Colab rehearsal", "", f"SAE_TUTORIAL_MODE=colab on CPU, SAE_TUTORIAL_SHRINK={shrink}, install line "
              f"`{install_line()}`; seeded caches: {', '.join(seeded) or 'none'}", "",
@@ -235,8 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chapter", action="append", help="run only chapters whose name contains this (repeatable)")
     parser.add_argument("--seed-cache", type=Path, help="hard-link the embedded default's caches from this cache")
     parser.add_argument("--reuse-venv", action="store_true", help="keep an existing rehearsal venv (development)")
+    parser.add_argument("--jobs", type=int, default=2, help="chapters run side by side, one torch thread each")
+    parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)      # internal: one chapter, a JSON row out
     args = parser.parse_args(argv)
-    return rehearse(args.out, args.shrink, args.chapter, args.seed_cache, args.reuse_venv)
+    if args.one:
+        print(json.dumps(run_chapter(args.one, args.out)))
+        return 0
+    return rehearse(args.out, args.shrink, args.chapter, args.seed_cache, args.reuse_venv, args.jobs)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,9 @@ def test_chapters_are_prepared_as_on_colab():
     assert home.read_home().requirement not in install[0].source
     params = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     assert nb.cells[params + 1].source.endswith("BACKBONE_WEIGHTS = 'random'")
+    nb5 = rehearsal.prepare(ROOT / "notebooks" / "05_latent_explorer.ipynb", Path("/c"))
+    injected = [c.source for c in nb5.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected == ["# Injected by the Colab rehearsal\nPUBLIC_REPO = '/c/hub-stand-in/sae-for-vlm'"]
     nb1 = rehearsal.prepare(ROOT / "notebooks" / "01_topk_basics.ipynb")   # no BACKBONE_WEIGHTS: nothing injected
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb1.cells)
     assert rehearsal.install_line() == f"sae-tutorial[colab] @ {ROOT.as_uri()}"
@@ -64,3 +67,11 @@ def test_gpu_check_refuses_without_cuda():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and "no CUDA device here" in proc.stdout
+
+
+def test_hub_stand_in_is_read_by_the_chapter_5_code_path(tmp_path):
+    repo = rehearsal.hub_sae_repo(tmp_path, d=32, m=128, k=4)
+    sae = st.interop.from_hub(str(repo))
+    assert type(sae).__name__ == "BatchTopKSAE" and sae.config()["k"] == 4
+    assert sae.provenance["config"]["trainer"]["layer"] == 11
+    assert st.interop.SAEBenchAdapter(sae).check_decoder_norms()
