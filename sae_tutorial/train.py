@@ -2,7 +2,8 @@
 
     L = L_rec + α·L_aux + L_sparse + w_t·(λ_off·R_off + λ_rat·R_rat)
 
-L_rec, L_aux: losses.py; L_sparse: the variant's own penalty (ReLU SAE); R_off, R_rat: regularizers.py;
+L_rec: the variant's `reconstruction_loss` (FVU, losses.py, for most; Multi-TopK, Matryoshka and the Sparsemax SAE
+have their own); L_aux: losses.py; L_sparse: the variant's own penalty (ReLU SAE); R_off, R_rat: regularizers.py;
 w_t: optional linear warm-up of the regularizers. Adam with the lr scaling of Gao et al. (2024), linear warmup.
 Decoder rows: the gradient component parallel to each row is removed before the step, rows renormalised after.
 
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 from . import _checks
 from .checkpoint import atomic_write
 from .distributed import Group
-from .losses import auxk_loss, fvu
+from .losses import AUXK_NORMS, auxk_loss, fvu
 from .regularizers import PHIS, l1_l2_ratio_grad, off_support_l1_grad
 from .sae import SparseAutoencoder
 
@@ -49,6 +50,8 @@ class TrainConfig:
     adam_eps: float = 6.25e-10        # as in OpenAI's and MonoLoss's Top-k training
     auxk_alpha: float = 1 / 32        # α, weight of L_aux (0 disables AuxK)
     k_aux: int | None = None          # dead latents used by AuxK per row; None: d_in // 2 (capped at m)
+    auxk_norm: str = "input"          # L_aux over the input's variance ("input") or the residual's ("residual");
+                                      # see losses.auxk_loss and the note below the class
     dead_after: int | None = None     # samples without firing before a latent is dead; None: min(10M, rows of data)
     lambda_off: float = 0.0           # λ_off, off-support ℓ1 (regularizers.off_support_l1)
     lambda_ratio: float = 0.0         # λ_rat, ℓ1/ℓ2 ratio (regularizers.l1_l2_ratio)
@@ -83,6 +86,7 @@ class TrainConfig:
             _checks.positive_int(self.dead_after, "dead_after")
         _checks.positive_int(self.log_every, "log_every")
         _checks.choice(self.reg_phi, "reg_phi", PHIS)
+        _checks.choice(self.auxk_norm, "auxk_norm", AUXK_NORMS)
         _checks.choice(self.b_dec_init, "b_dec_init", ("geometric_median", "mean", "none"))
         self.betas = tuple(self.betas)
 
@@ -230,15 +234,18 @@ def loss_terms(sae: SparseAutoencoder, x: Tensor, cfg: TrainConfig, dead: Tensor
     out = (forward or sae)(x, dense_grad=False)
     tv = group.total_variance(x) / group.world                    # W · Σ_r ... / TV: see distributed.py
     zero = x.new_zeros((), dtype=torch.float32)
-    terms = {"fvu": fvu(x, out.x_hat, tv), "auxk": zero, "sparsity": sae.sparsity_loss(out).float(),
-             "r_off": zero, "r_ratio": zero}
+    rec = sae.reconstruction_loss(x, out, tv)
+    own = type(sae).reconstruction_loss is not SparseAutoencoder.reconstruction_loss
+    terms = {"fvu": fvu(x, out.x_hat.detach(), tv) if own else rec, "auxk": zero,
+             "sparsity": sae.sparsity_loss(out).float(), "r_off": zero, "r_ratio": zero}
     if use_aux:
-        terms["auxk"] = auxk_loss(sae, x, out, dead, k_aux, tv)
+        aux_tv = tv if cfg.auxk_norm == "input" else group.total_variance((x - out.x_hat).detach()) / group.world
+        terms["auxk"] = auxk_loss(sae, x, out, dead, k_aux, aux_tv, cfg.auxk_norm)
     penalty = zero
     if cfg.regularized:
         penalty, reg_terms = regularizer_penalty(sae, x, out, cfg, reg_w, group)
         terms.update(reg_terms)
-    loss = terms["fvu"] + cfg.auxk_alpha * terms["auxk"] + terms["sparsity"] + penalty
+    loss = rec + cfg.auxk_alpha * terms["auxk"] + terms["sparsity"] + penalty
     return loss, terms, out
 
 
