@@ -45,18 +45,19 @@ from .kernels import Support, sparse_decode, sparse_encode
 FIRST_CANDIDATES = 128  # top entries per row tried first for τ; doubled for the rows whose support may be larger
 
 
-def sparsemax_threshold(h: Tensor) -> Tensor:
+def sparsemax_threshold(h: Tensor, first: int = FIRST_CANDIDATES) -> Tensor:
     """τ (B, 1) with Σ_i max(0, h_i − τ) = 1 per row, in float32 (float64 for float64 h) whatever h's dtype.
 
     With s sorted descending and c_r = Σ_{i≤r} s_i, τ = max_r (c_r − 1) / r (the maximum is reached at the support
     size K). Only each row's top-n entries are sorted: the maximum over r ≤ n is a lower bound τ̂ ≤ τ, and it is τ
-    exactly when s_n ≤ τ̂ (the support then lies within the top n). Rows not certified retry with 2n. In bf16 the
+    exactly when s_n ≤ τ̂ (the support then lies within the top n). `first` is the first n; rows not certified
+    retry with 2n. In bf16 the
     ranks r and 1 + r·s would be exact only to 256, so everything is computed in float32 (as under autocast).
     """
     hw = h.detach().to(torch.promote_types(h.dtype, torch.float32))
     B, m = hw.shape
     tau = hw.new_empty(B, 1)
-    rows, n = None, min(m, FIRST_CANDIDATES)
+    rows, n = None, min(m, _checks.positive_int(first, "first"))
     while True:
         sub = hw if rows is None else hw.index_select(0, rows)
         s = sub.topk(n, dim=1).values                                       # (b, n), sorted descending
@@ -133,6 +134,7 @@ class SparsemaxSAE(SparseAutoencoder):
         self.idf_rate = None if idf_rate is None else float(idf_rate)
         self.register_buffer("idf", torch.zeros(self.n_latents))                       # firing rate per latent
         self.register_buffer("idf_batches", torch.zeros((), dtype=torch.long))          # training batches seen
+        self._first = FIRST_CANDIDATES   # top entries tried first for τ: 5/4 of the last fast-path batch's largest
 
     def _init_parameters(self, gen: torch.Generator | None) -> None:
         """Kaiming-uniform as the official code: C with fan-in m (bound √(6/m)), K and V with fan-in d (√(6/d))."""
@@ -204,7 +206,9 @@ class SparsemaxSAE(SparseAutoencoder):
             with torch.no_grad():
                 h = self._mask(F.linear(u, self.concept))          # (B, m), no graph
             B, m = h.shape
-            support = Support.of_flat((h > sparsemax_threshold(h)).reshape(-1).nonzero().squeeze(1), B, m)
+            support = Support.of_flat((h > sparsemax_threshold(h, self._first)).reshape(-1).nonzero().squeeze(1), B, m)
+            largest = int(torch.diff(support.offsets, append=support.offsets.new_tensor([len(support.cols)])).max())
+            self._first = max(FIRST_CANDIDATES, largest + largest // 4)
             zeros_d, zeros_m = u.new_zeros(self.d_in), u.new_zeros(m)
             vals = sparse_encode(u, zeros_d, self.concept, zeros_m, h, support)   # (E,) h on the support
             vals = vals * self._keep()[support.cols]               # masked entries stay 0, without gradient
