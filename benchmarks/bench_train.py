@@ -12,7 +12,6 @@ memory as a multiple of the B×m pre-activation tensor. On CUDA the step runs un
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import statistics
@@ -66,7 +65,7 @@ def run_row(size: str, row: str, reps: int) -> dict:
 
     def build(name: str, extra: str | None):
         cls = getattr(st, name)
-        sae = (cls(d, m, k, seed=0) if "k" in inspect.signature(cls).parameters else cls(d, m, seed=0)).to(dev)
+        sae = (cls(d, m, k, seed=0) if cls.takes_k else cls(d, m, seed=0)).to(dev)
         if extra == "narrow":  # only m/8 latents can win Top-k, so |A| ≈ m/8
             with torch.no_grad():
                 sae.b_enc[: m // 8] += 10.0

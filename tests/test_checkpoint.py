@@ -1,5 +1,4 @@
 """Checkpoints: every variant round-trips; foreign, newer, corrupt or truncated files give clear errors."""
-import inspect
 import json
 
 import pytest
@@ -16,7 +15,7 @@ D, M, K = 12, 40, 3
 def trained(variant: str):
     cls = VARIANTS[variant]
     extra = {"threshold_start": 0} if variant == "BatchTopKSAE" else {}   # θ moves within these 5 steps
-    sae = cls(D, M, K, seed=1, **extra) if "k" in inspect.signature(cls).parameters else cls(D, M, seed=1)
+    sae = cls(D, M, K, seed=1, **extra) if cls.takes_k else cls(D, M, seed=1)
     st.train(sae, torch.randn(512, D), st.TrainConfig(batch_size=64, steps=5, progress=False))
     return sae
 

@@ -1,6 +1,4 @@
 """The SAE family: shapes, the sparse fast path against dense autograd, constraints, variant specifics."""
-import inspect
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +12,7 @@ D, M, K = 16, 64, 4
 
 def make(variant: str, **kw):
     cls = VARIANTS[variant]
-    if "k" in inspect.signature(cls).parameters:
+    if cls.takes_k:
         return cls(D, M, K, seed=0, **kw)
     return cls(D, M, seed=0, **kw)
 

@@ -1,5 +1,4 @@
 """Training: losses, AuxK without a double b_dec, the decoder constraint, resume, bad input, recovery."""
-import inspect
 import math
 
 import pytest
@@ -97,7 +96,7 @@ def test_every_variant_trains(variant):
     data = make_sparse_data(2048, D, 32, avg_active=3, seed=1)
     cls = st.sae.VARIANTS[variant]
     extra = {"threshold_start": 5} if variant == "BatchTopKSAE" else {}
-    sae = cls(D, M, K, seed=0, **extra) if "k" in inspect.signature(cls).parameters else cls(D, M, seed=0)
+    sae = cls(D, M, K, seed=0, **extra) if cls.takes_k else cls(D, M, seed=0)
     hist = st.train(sae, data.x, quiet(batch_size=128, steps=40, lr=3e-3, warmup_steps=5))
     assert math.isfinite(hist["loss"][-1]) and hist["fvu"][-1] < hist["fvu"][0]
     if variant == "BatchTopKSAE":

@@ -91,6 +91,7 @@ class SparseAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="sae_tutor
     uses_auxk: ClassVar[bool] = True          # dead latents are revived by AuxK in training
     per_row_budget: ClassVar[bool] = True     # forward(x, k=k') keeps each row's top-k' of ReLU(h)
     nonnegative_codes: ClassVar[bool] = True  # codes are ReLU'd (the published Sparsemax SAE's are not)
+    takes_k: ClassVar[bool] = False           # the constructor takes a budget: cls(d_in, n_latents, k)
 
     def __init__(self, d_in: int, n_latents: int, *, seed: int | None = None):
         super().__init__()

@@ -90,7 +90,7 @@ class SparsemaxActSAE(SparseAutoencoder):
             out = self._topk_output(xn, h, _checks.budget(k, self.n_latents))
             out.x_hat = out.x_hat * norm
             return out
-        tau = sparsemax_threshold(h)                               # (B, 1), no gradient through the support
+        tau = sparsemax_threshold(h.detach())                      # (B, 1), no gradient through the support
         z = F.relu(h) * (h > tau)
         return SAEOutput(self.decode(z) * norm, h, None, dense_codes=z)
 
@@ -199,7 +199,7 @@ class SparsemaxSAE(SparseAutoencoder):
             return out
         if dense_grad:
             h = self.pre_activations(xn)                           # (B, m)
-            z = h * (h > sparsemax_threshold(h))                   # no gradient through the support
+            z = h * (h > sparsemax_threshold(h.detach()))          # no gradient through the support
             out = SAEOutput(self.decode(z) * norm, h, None, dense_codes=z)
         else:
             u = F.linear(xn, self.key)                             # x̃ Kᵀ (B, d), with grad to K

@@ -23,6 +23,8 @@ from .kernels import Support, sparse_encode
 class TopKSAE(SparseAutoencoder):
     """Top-k SAE: each input keeps its k largest pre-activations (ReLU'd)."""
 
+    takes_k = True
+
     def __init__(self, d_in: int, n_latents: int, k: int, *, seed: int | None = None):
         super().__init__(d_in, n_latents, seed=seed)
         self.k = _checks.budget(k, self.n_latents)
@@ -52,6 +54,7 @@ class BatchTopKSAE(SparseAutoencoder):
 
     has_fixed_k = False
     per_row_budget = False    # forward(x, k=k') keeps the top B·k' of the whole batch
+    takes_k = True
 
     def __init__(self, d_in: int, n_latents: int, k: int, *, momentum: float = 0.999, threshold_start: int = 100,
                  seed: int | None = None):
