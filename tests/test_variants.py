@@ -313,3 +313,9 @@ def test_train_uses_the_residual_norm_when_asked():
     e = (x - sae(x).x_hat).detach()
     ratio = float(((e - e.mean(0)) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())   # ≈ the FVU
     assert terms["input"] == pytest.approx(terms["residual"] * ratio, rel=1e-4)
+
+
+def test_a_state_of_the_simpler_sparsemax_model_is_refused_with_its_new_name():
+    state = st.SparsemaxActSAE(D, M, seed=0).state_dict()
+    with pytest.raises(ValueError, match="SparsemaxActSAE"):
+        st.SparsemaxSAE(D, M).load_state_dict(state)

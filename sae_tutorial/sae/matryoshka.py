@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import _checks
 from ..losses import fvu
 from .base import SAEOutput
 from .kernels import Support, sparse_decode

@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import _checks
 from ..losses import fvu
 from .base import SAEOutput
 from .kernels import Support, sparse_decode
@@ -33,10 +32,10 @@ class MultiTopKSAE(TopKSAE):
         wide = min(WIDE * self.k, self.n_latents)
         idx = h.detach().topk(wide, dim=1, sorted=True).indices      # (B, 4k); the first k are Top-k
         vals = F.relu(self.gather_pre_acts(x, h, idx))               # (B, 4k)
-        k = self.k
-        x_hat = self.decode_sparse(idx[:, :k], vals[:, :k])
-        rest = sparse_decode(Support.of_topk(idx[:, k:]), vals[:, k:].reshape(-1), self.W_dec)
-        return SAEOutput(x_hat, h, idx[:, :k], vals[:, :k], partials=(x_hat + rest).unsqueeze(1))
+        top, rest = idx[:, :self.k].contiguous(), idx[:, self.k:].contiguous()
+        x_hat = self.decode_sparse(top, vals[:, :self.k])
+        wide_hat = x_hat + sparse_decode(Support.of_topk(rest), vals[:, self.k:].reshape(-1), self.W_dec)
+        return SAEOutput(x_hat, h, top, vals[:, :self.k], partials=wide_hat.unsqueeze(1))
 
     def reconstruction_loss(self, x: Tensor, out: SAEOutput, tv: Tensor | None = None) -> Tensor:
         """FVU(x, x̂^(k)) + FVU(x, x̂^(4k)) / 8 (just the first without the training-mode 4k reconstruction)."""

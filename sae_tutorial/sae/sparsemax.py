@@ -148,6 +148,12 @@ class SparsemaxSAE(SparseAutoencoder):
     def config(self) -> dict[str, Any]:
         return {**super().config(), "idf_threshold": self.idf_threshold, "idf_rate": self.idf_rate}
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        if prefix + "W_enc" in state_dict and prefix + "concept" not in state_dict:
+            raise ValueError("this state holds the simpler Sparsemax model (W_enc, b_enc, W_dec, b_dec), which is "
+                             "now named SparsemaxActSAE; SparsemaxSAE is the published model")
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     # ---- the effective maps, for code that reads an SAE's matrices
     @property
     def W_enc(self) -> Tensor:
