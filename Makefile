@@ -13,15 +13,16 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 export SAE_TUTORIAL_CACHE ?= $(CURDIR)/.cache/sae_tutorial
 export MPLBACKEND ?= Agg
 
-.PHONY: install book test bench clean clean-cache system vendor-js
+.PHONY: install book test bench clean clean-cache system vendor-js home colab-rehearsal gpu-check test-order
 
 install: $(STAMP)
 
 # The pip on these machines warns about every index it skips: keep the log readable.
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	$(PY) -m pip install -q -r requirements-dev.txt -e . 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	touch $(STAMP)
 
 # `make book` re-executes every notebook and rebuilds every page (an incremental build would keep outputs made
@@ -50,6 +51,30 @@ $(BOOK_STAMP): $(STAMP) $(BOOK_SOURCES)
 
 test: $(STAMP) system $(BOOK_STAMP)
 	$(PY) -m pytest tests
+	@$(MAKE) --no-print-directory colab-rehearsal
+
+# Order independence: the suite once in a random order (pytest-randomly, its seed printed) and once in reverse
+# (pytest-reverse). Not part of `make test`; both plugins are installed on demand and removed afterwards, so the
+# ordinary runs keep their file order.
+test-order: $(STAMP) system $(BOOK_STAMP)
+	$(PY) -m pip install -q pytest-randomly pytest-reverse
+	$(PY) -m pytest tests -p randomly -p no:reverse || { $(PY) -m pip uninstall -q -y pytest-randomly pytest-reverse; exit 1; }
+	$(PY) -m pytest tests -p no:randomly --reverse || { $(PY) -m pip uninstall -q -y pytest-randomly pytest-reverse; exit 1; }
+	$(PY) -m pip uninstall -q -y pytest-randomly pytest-reverse
+
+# Every chapter's colab-mode cells, executed offline on the CPU in a fresh venv that holds only torch, torchvision and
+# ipykernel plus the chapters' own install line (pointed at this checkout): sae_tutorial/rehearsal.py. The one knob,
+# SAE_TUTORIAL_SHRINK (st.book.shrink), divides the chapters' sizes. The embedded default's caches are hard-linked
+# from the book build's cache when it has them. Report: _build/colab-rehearsal/report.md.
+REHEARSAL_SHRINK ?= 8
+colab-rehearsal: $(STAMP)
+	$(PY) -m sae_tutorial.rehearsal --shrink $(REHEARSAL_SHRINK) \
+	  $(if $(wildcard $(SAE_TUTORIAL_CACHE)/embeddings),--seed-cache $(SAE_TUTORIAL_CACHE))
+
+# On a lent GPU machine (no network, no .venv: its own python3 holds torch): benchmarks/gpu_check.py, ≤ 8 minutes.
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(GPU_PY) benchmarks/gpu_check.py
 
 # Debian packages the checks need, installed when missing (as root; otherwise a hint): chromium for
 # tests/test_book.py, dataset-fashion-mnist for the embedded default (offline Fashion-MNIST).
@@ -76,6 +101,10 @@ vendor-js:
 	cp @jupyter-widgets/html-manager/dist/{embed-amd.js,*.woff2} requirejs/require.js $(CURDIR)/book/static/widgets/; \
 	cd mathjax/es5 && cp --parents tex-mml-chtml.js output/chtml/fonts/woff-v2/* input/tex/extensions/*.js \
 	  $(CURDIR)/book/static/mathjax/
+
+# The project's home is `repository:` in _config.yml; this rewrites every install line, Colab link and badge from it.
+home: $(STAMP)
+	$(PY) -m sae_tutorial.home
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py

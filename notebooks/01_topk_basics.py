@@ -31,7 +31,7 @@ import sys
 
 if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "sae-tutorial @ git+https://github.com/sae-tutorial/sae-tutorial"], check=True)
+                    "sae-tutorial[colab] @ git+https://github.com/sae-tutorial/sae-tutorial@main"], check=True)
 
 # %% tags=["parameters"]
 # The scale: SAE_TUTORIAL_MODE = auto | small | colab | full (see "How to run this book").
@@ -47,6 +47,8 @@ else:
     # full runs the same sizes as colab.
     SIZES = dict(n_train=500_000, n_eval=50_000, d=256, n_features=2048, n_latents=4096, k=16,
                  batch_size=1024, epochs=12, lr=1e-3)
+# a no-op unless SAE_TUTORIAL_SHRINK is set (the Colab rehearsal, see How to run)
+SIZES = st.book.shrink(SIZES)
 print(f"mode={MODE}, device={DEVICE}")
 print(SIZES)
 

@@ -34,7 +34,7 @@ import sys
 
 if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "sae-tutorial @ git+https://github.com/sae-tutorial/sae-tutorial"], check=True)
+                    "sae-tutorial[colab] @ git+https://github.com/sae-tutorial/sae-tutorial@main"], check=True)
 
 # %% tags=["parameters"]
 # The scale: SAE_TUTORIAL_MODE = auto | small | colab | full (see "How to run this book").
@@ -61,6 +61,8 @@ else:
 LAMBDA = {"synthetic": dict(off=0.003, ratio=0.003), "embedded": dict(off=0.001, ratio=0.001)}
 # The λ sweep on the embedded default (the values of LAMBDA["embedded"] are among them and are not retrained).
 SWEEP = {"off-support l1": [0.001, 0.003, 0.01], "l1/l2": [0.0003, 0.001, 0.003]}
+# a no-op unless SAE_TUTORIAL_SHRINK is set (the Colab rehearsal, see How to run)
+SYN, EMB = st.book.shrink(SYN), st.book.shrink(EMB)
 print(f"mode={MODE}, device={DEVICE}")
 print("synthetic:", SYN)
 print("embedded:", EMB)

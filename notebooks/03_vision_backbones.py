@@ -35,7 +35,7 @@ import sys
 
 if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "sae-tutorial @ git+https://github.com/sae-tutorial/sae-tutorial"], check=True)
+                    "sae-tutorial[colab] @ git+https://github.com/sae-tutorial/sae-tutorial@main"], check=True)
 
 # %% tags=["parameters"]
 # The scale: SAE_TUTORIAL_MODE = auto | small | colab | full (see "How to run this book").
@@ -322,6 +322,20 @@ counter.handle.remove()
 # The resumed cache is bit for bit the uninterrupted one. Two choices in the library make that true: the data
 # come in a fixed order, and no batch straddles a shard boundary, so every shard holds the same images computed in
 # the same batches whichever run wrote it.
+#
+# "Bit for bit" has a condition: the same *numerics settings*. On a CPU, torch splits the sums inside a
+# convolution or a matrix product by thread, so the same images embedded with 1 and with 2 threads differ in the
+# last bits; a GPU, a compute dtype or a torch version changes them too. That is why the killed process above
+# runs with the chapter's own thread count. The manifest records the settings the cache was begun under:
+
+# %%
+print("numerics of the cache:", resumed["numerics"])
+
+# %% [markdown]
+# A run that would add rows under other settings is refused, with an error that names the difference. Passing
+# `allow_mixed_numerics=True` (`--allow-mixed-numerics` on the command line) goes on anyway and flags the cache:
+# its manifest's `mixed_numerics` lists each later segment's settings and first row, so nobody mistakes it for a
+# bit-identical one. A finished cache is only read, whatever the settings.
 #
 # The check of your `after_kill` uses the numbers of this run, then two more cases:
 
@@ -887,6 +901,8 @@ else:
             print("Open Images V7 skipped: set OPEN_IMAGES_REPO and OPEN_IMAGES_CLASSES in the parameters cell")
         REAL_SAE = dict(n_latents=PAPER.n_latents, k=64)
         REAL_TRAIN = dict(PAPER.train)              # batch 2048, 50 epochs, lr 1e-4, dead after 10M samples
+    # a no-op unless SAE_TUTORIAL_SHRINK is set (the Colab rehearsal, see How to run)
+    REAL_SAE, REAL_TRAIN = st.book.shrink(REAL_SAE), st.book.shrink(REAL_TRAIN)
     suffix = "" if BACKBONE_WEIGHTS is None else f"--{BACKBONE_WEIGHTS}"
     print(f"{MODE}: backbones {list(PAPER.backbones)}, data {list(REAL_DATA)}, SAE {REAL_SAE}, {REAL_TRAIN}")
 

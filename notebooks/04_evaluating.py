@@ -33,7 +33,7 @@ import sys
 
 if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "sae-tutorial @ git+https://github.com/sae-tutorial/sae-tutorial"], check=True)
+                    "sae-tutorial[colab] @ git+https://github.com/sae-tutorial/sae-tutorial@main"], check=True)
 
 # %% tags=["parameters"]
 # The scale: SAE_TUTORIAL_MODE = auto | small | colab | full (see "How to run this book").

@@ -32,7 +32,7 @@ import sys
 
 if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "sae-tutorial[explorer] @ git+https://github.com/sae-tutorial/sae-tutorial"], check=True)
+                    "sae-tutorial[colab] @ git+https://github.com/sae-tutorial/sae-tutorial@main"], check=True)
 
 # %% tags=["parameters"]
 # Scale of this chapter: SAE_TUTORIAL_MODE = auto | small | colab | full (see "How to run this book").
@@ -46,6 +46,8 @@ else:
     # A GPU: the same embedded Fashion-MNIST backbone, a 4x wider dictionary trained longer. The explorer's
     # code is the same for CLIP or SigLIP2 embeddings of ImageNet (chapter 3 extracts them).
     SIZES = dict(n_latents=2048, k=16, epochs=10, batch_size=1024, lambda_ratio=0.003, top_n=50, n_cards=12)
+# a no-op unless SAE_TUTORIAL_SHRINK is set (the Colab rehearsal, see How to run)
+SIZES = st.book.shrink(SIZES)
 print(f"mode={MODE}, device={DEVICE}, sizes={SIZES}")
 
 # %% [markdown]
@@ -59,7 +61,9 @@ print(f"mode={MODE}, device={DEVICE}, sizes={SIZES}")
 # 3. use the interactive explorer to sort latents by frequency, MS, purity or class, search for a class, and move
 #    across a UMAP map of the dictionary;
 # 4. compare a baseline Top-k SAE with an ℓ1/ℓ2-regularized one latent by latent, and connect the summary metrics
-#    of chapter 4 to what the images show.
+#    of chapter 4 to what the images show;
+# 5. load an SAE trained by another library (sparsify here; SAELens, dictionary_learning, overcomplete too), check
+#    that its maths came across exactly, and explore it with the same tools.
 #
 # You need chapter 1 (what a Top-k SAE is). The regularizer is introduced in chapter 2 and the metrics in
 # chapter 4; this chapter only uses them. Everything runs on a laptop CPU in one to two minutes.
@@ -561,6 +565,145 @@ for name, (_, md_path) in cards.items():
 print(f"JSON and Markdown cards written to {CARD_DIR}")
 
 # %% [markdown]
+# ## An SAE from another library
+#
+# Everything above works on SAEs that other libraries trained. `st.load` reads the files of EleutherAI's
+# sparsify, SAELens, dictionary_learning and overcomplete, detects which one wrote them, and rebuilds the SAE in
+# this library with that library's exact maths: where the pre-encoder bias is subtracted, how decoder norms enter,
+# which activation and threshold it uses, in the file's dtype. What it cannot express exactly (a JumpReLU with
+# per-latent thresholds, a transcoder, a deeper encoder, ...) it refuses with an error naming what is missing,
+# never with an approximation. The SAE it returns remembers where it came from (`sae.provenance`), and its
+# checkpoint and method card carry that record.
+#
+# Here sparsify trains a Top-k SAE of the same width and budget on the same training embeddings, with its own
+# `SparseCoder` and its own training rules (decoder rows re-normalised before each step, the gradient along each
+# row removed, the b_dec initialised at the data mean, the FVU loss, no AuxK, which is sparsify's default), and
+# writes it with its own `save_to_disk`. sparsify trains language-model SAEs from a model's hooks; for cached
+# embeddings its training step is the few lines below.
+
+# %%
+import os
+
+if DEVICE == "cpu":
+    os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")   # sparsify's Triton decoder needs a GPU
+import sparsify
+
+SPARSIFY_DIR = SAE_DIR / "sparsify-topk"
+start = time.perf_counter()
+torch.manual_seed(0)
+coder = sparsify.SparseCoder(x_train.shape[1], sparsify.SparseCoderConfig(num_latents=S["n_latents"], k=S["k"]),
+                             device=DEVICE)
+xs = x_train.to(DEVICE)
+coder.b_dec.data = xs.mean(0)
+sparsify_lr = 2e-4 / (coder.num_latents / 2**14) ** 0.5               # sparsify's Adam learning-rate rule
+opt = torch.optim.Adam(coder.parameters(), lr=sparsify_lr)
+order = torch.Generator().manual_seed(0)
+for epoch in range(S["epochs"]):
+    for idx in torch.randperm(len(xs), generator=order).split(S["batch_size"]):
+        coder.set_decoder_norm_to_unit_norm()
+        coder(xs[idx.to(DEVICE)]).fvu.backward()
+        coder.remove_gradient_parallel_to_decoder_directions()
+        opt.step()
+        opt.zero_grad()
+coder = coder.cpu()
+coder.save_to_disk(SPARSIFY_DIR)
+print(f"sparsify {sparsify.__version__}: trained in {time.perf_counter() - start:.1f} s, "
+      f"files {sorted(p.name for p in SPARSIFY_DIR.iterdir())}")
+
+# %% [markdown]
+# `st.load` recognises the folder (`cfg.json` + `sae.safetensors`), maps sparsify's
+# $z = \mathrm{TopK}_k(\mathrm{ReLU}(W_\text{enc}(x - b_\text{dec}) + b_\text{enc}))$ onto our `TopKSAE` and keeps
+# sparsify's configuration in the provenance. The proof that nothing was approximated is to run both on the test
+# embeddings:
+
+# %%
+foreign = st.load(SPARSIFY_DIR)
+print(f"st.interop.detect: {st.interop.detect(SPARSIFY_DIR)} -> {type(foreign).__name__} {foreign.config()}")
+print({key: value for key, value in foreign.provenance.items() if key != "config"})
+with torch.no_grad():
+    theirs = coder.encode(x_test)
+    their_codes = torch.zeros(len(x_test), coder.num_latents).scatter(1, theirs.top_indices, theirs.top_acts)
+    their_x_hat = coder.decode(theirs.top_acts, theirs.top_indices)
+    our_codes = foreign.encode(x_test)
+    for what, ours, ref in (("codes", our_codes, their_codes), ("reconstruction", foreign.decode(our_codes),
+                                                                their_x_hat)):
+        print(f"{what}: max |ours - sparsify| / max |sparsify| = "
+              f"{float((ours - ref).abs().max() / ref.abs().max()):.1e}")
+
+# %% [markdown]
+# From here on it is an SAE like ours: its statistics, its explorer next to the baseline's (same width, same $k$,
+# same data; different initialisation, optimizer and training rules), and its method card.
+
+# %%
+SPARSIFY = "sparsify Top-k"
+foreign_path = foreign.save(SAE_DIR / "sparsify.safetensors")          # our checkpoint, provenance included
+foreign_stats = st.explorer.precompute(st.explorer.encode(foreign, x_test), labels, embeddings=x_test,
+                                       top_n=S["top_n"], class_names=classes)
+foreign_stats.save(st.explorer.stats_path(foreign_path), foreign)
+foreign_explorer = st.explorer.LatentExplorer(foreign, st.explorer.stats_path(foreign_path), images, labels,
+                                              umap=st.explorer.decoder_umap(foreign), title=SPARSIFY)
+widgets.HBox([explorers[BASE], foreign_explorer], layout=widgets.Layout(flex_flow="row wrap"))
+
+# %%
+fig = st.explorer.latent_cards(foreign_stats, images, labels, k=4, sae=foreign, title=f"{SPARSIFY}: four latents")
+plt.show()
+
+# %% [markdown]
+# Its method card says where it came from: the `Library` section names the library, class, file layout and path,
+# and what the import changed. Here nothing: sparsify's maths is ours and its weights are kept verbatim. The one
+# note is that sparsify re-normalises decoder rows *before* each step, so after its last step they are slightly
+# off the unit sphere (by the amount printed above); they are kept as they are, so the maths stays exact.
+
+# %%
+report = {**st.metrics.evaluate(foreign, x_test), "top_n": S["top_n"],
+          "purity": st.metrics.alive_mean(foreign_stats.purity),
+          "purity_weighted": st.metrics.alive_mean(foreign_stats.purity_weighted), "purity_chance": chance}
+provenance = dict(
+    name="ch5-sparsify-topk",
+    source_model=f"embedded backbone ({backbone['model_id']}, {backbone['weights']})",
+    layer="penultimate layer (128-d, after ReLU)", pooling=backbone["pooling"], dataset="fashion-mnist",
+    split="train (60,000 images) for training; test (10,000) for metrics and the explorer",
+    preprocessing="grayscale 28x28, normalised with the training mean and std; embeddings used as they are",
+    train_config=dict(batch_size=S["batch_size"], epochs=S["epochs"], lr=sparsify_lr, seed=0, auxk_alpha=0.0,
+                      optimizer="Adam", trainer=f"sparsify {sparsify.__version__} SparseCoder"),
+    steps=S["epochs"] * -(-len(x_train) // S["batch_size"]),
+    notes="trained by sparsify in this chapter, loaded with st.load")
+json_path, md_path = st.method_card(foreign, report, provenance, out_dir=CARD_DIR)
+cards[SPARSIFY] = (json.loads(json_path.read_text()), md_path)
+pd.DataFrame([{"card": c["name"], "trained by": c["library"].get("imported_from", "sae_tutorial").split(":")[0],
+               "FVU": c["metrics"]["fvu"], "dead": c["metrics"]["dead"], "MS (mean)": c["metrics"]["ms_mean"],
+               "purity": c["metrics"]["purity"], "CKNNA": c["metrics"]["cknna"]}
+              for c, _ in (cards[BASE], cards[SPARSIFY])]).set_index("card").style.format(precision=3)
+
+# %% tags=["hide-output"] mystnb={"markdown_format": "gfm"}
+display(Markdown(re.sub(r"^(#+) ", r"###\1 ", md_path.read_text(), flags=re.MULTILINE)))
+
+# %% [markdown]
+# The other direction works too: `sae.save_as(path, library="sparsify")` writes one of our Top-k SAEs as a folder
+# sparsify's `SparseCoder.load_from_disk` reads with the same maths, and `library="saelens"` writes SAELens's layout
+# (Top-k, BatchTopK as SAELens saves it, ReLU). `st.interop.SAEBenchAdapter(sae)` presents any of our SAEs through
+# SAEBench's custom-SAE interface.
+#
+# ### On Colab: a public vision SAE from the hub
+#
+# Pach et al. (2025), whose Monosemanticity Score chapter 4 uses, released BatchTopK and Matryoshka BatchTopK SAEs
+# trained with dictionary_learning on CLIP's vision encoder. `st.interop.from_hub` lists the repository, downloads
+# the two files of one SAE (`ae.pt` and `config.json`; the first folder in name order unless you pass `subfolder=`)
+# and loads it. It needs the network, so the book build skips this cell; the tests run the same function on a local
+# folder with the same layout. Its inputs are CLIP activations of the layer its config names, not this chapter's
+# embeddings: to explore it, extract those activations with chapter 3's tools and use the cells above.
+
+# %%
+if MODE != "small":
+    PUBLIC_REPO = "mateuszpach/sae-for-vlm"
+    public = st.interop.from_hub(PUBLIC_REPO)
+    trainer_cfg = public.provenance["config"].get("trainer", {})
+    print(f"{PUBLIC_REPO}: {public.provenance['foreign_class']} -> {type(public).__name__} {public.config()}")
+    print({key: trainer_cfg.get(key) for key in ("lm_name", "layer", "submodule_name", "k", "dict_size")})
+    print("notes:", public.provenance["notes"], "| rewrites:", public.provenance["rewrites"])
+    print("SAEBench decoder-norm check:", st.interop.SAEBenchAdapter(public).check_decoder_norms())
+
+# %% [markdown]
 # ## Check your understanding
 #
 # ```{admonition} 1. Why does the explorer precompute its statistics instead of computing them on each click?
@@ -584,7 +727,16 @@ print(f"JSON and Markdown cards written to {CARD_DIR}")
 # no top images, no dominant class and no MS: only its direction.
 # ```
 #
-# ```{admonition} 4. In the static book the explorer does not react, but the card deck does. Why?
+# ```{admonition} 4. Why can a ReLU SAE with decoder rows of any length be loaded exactly, but not a Top-k SAE?
+# :class: dropdown
+# A ReLU code can be rescaled: $z_i d_i = (n_i z_i)(d_i / n_i)$ and $\mathrm{ReLU}(n_i h_i) = n_i \mathrm{ReLU}(h_i)$
+# for $n_i > 0$, so the norms $n_i$ fold into the encoder without changing the reconstruction. Top-k *selects* the $k$
+# largest $h_i$, and multiplying each $h_i$ by a different $n_i$ changes which ones are largest. Unless the library
+# itself selected on $h_i n_i$ (SAELens's `rescale_acts_by_decoder_norm`), the selection would change, so `st.load`
+# refuses instead of approximating.
+# ```
+#
+# ```{admonition} 5. In the static book the explorer does not react, but the card deck does. Why?
 # :class: dropdown
 # The explorer redraws its card in Python, and a static page has no Python kernel. The card deck's images are all
 # rendered in advance and embedded in the page; its slider is linked to them in the browser (`jslink`), so moving it
@@ -603,6 +755,8 @@ print(f"JSON and Markdown cards written to {CARD_DIR}")
 #   (higher MS and purity, measured above); the cards show what that means image by image.
 # - Summary metrics hide what the cards show: which classes a broad latent merges, what a pure latent's weak
 #   activations are, whether neighbouring decoder rows share a concept.
+# - `st.load` opens SAEs of sparsify, SAELens, dictionary_learning and overcomplete with their exact maths (or a clear
+#   error), and `sae.save_as` writes ours for sparsify and SAELens: the explorer and the method card work on any of them.
 #
 # **Next:** chapter 6 replaces the fixed budget $k$ by adaptive ones (Sparsemax SAE, BatchTopK); their latents can
 # be explored with the same tools.

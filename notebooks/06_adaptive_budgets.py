@@ -36,7 +36,7 @@ import sys
 
 if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "sae-tutorial @ git+https://github.com/sae-tutorial/sae-tutorial"], check=True)
+                    "sae-tutorial[colab] @ git+https://github.com/sae-tutorial/sae-tutorial@main"], check=True)
 
 # %% tags=["parameters"]
 # The scale: SAE_TUTORIAL_MODE = auto | small | colab | full (see "How to run this book").
@@ -52,6 +52,8 @@ else:
     # l1_coeff is not re-tuned for this width: check its printed L0 against k and adjust it if far off.
     SIZES = dict(n_latents=2048, k=16, epochs=10, batch_size=1024, lr=1e-3, l1_coeff=0.3,
                  lambda_off=0.01, lambda_ratio=0.003, probe_samples=10_000, probe_ns=(1, 2, 4, 8, 16, 32))
+# a no-op unless SAE_TUTORIAL_SHRINK is set (the Colab rehearsal, see How to run)
+SIZES = st.book.shrink(SIZES)
 print(f"mode={MODE}, device={DEVICE}")
 print(SIZES)
 

@@ -13,15 +13,18 @@ Where things live:
     experiments.py   the paper's regularizer comparison
     distributed.py   data-parallel training (torchrun)
     hub.py        hub-ready folders (save_pretrained / from_pretrained)
+    interop/      SAEs of other libraries: st.load reads sparsify, SAELens, dictionary_learning, overcomplete;
+                  sae.save_as writes sparsify / SAELens; SAEBench's custom-SAE interface
     backbones.py, datasets.py, embed.py   from images to cached embeddings
     grid.py, verdicts.py, plots.py        the paper's grid as resumable cells, its verdicts and figures
     book.py       what every chapter starts with (mode and device, showing the library's source)
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
 from . import backbones, book, datasets, experiments, grid, losses, metrics, plots, regularizers, synthetic, verdicts
 from . import explorer
-from .checkpoint import load_sae as load
+from . import interop
+from .interop import load
 from .embed import embed, load_embeddings
 from .metrics import method_card
 from .modes import get_mode
@@ -32,6 +35,6 @@ from .train import TrainConfig, train
 __all__ = ["TopKSAE", "BatchTopKSAE", "ReLUSAE", "SparsemaxSAE", "SparsemaxActSAE", "MultiTopKSAE", "MatryoshkaSAE",
            "SparseAutoencoder", "SAEOutput",
            "TrainConfig", "train", "load", "get_mode", "embed", "load_embeddings", "method_card",
-           "backbones", "book", "datasets", "experiments", "explorer", "losses", "metrics", "regularizers",
+           "backbones", "book", "datasets", "experiments", "explorer", "interop", "losses", "metrics", "regularizers",
            "synthetic",
            "__version__"]

@@ -47,7 +47,8 @@ def _embed(args: argparse.Namespace) -> int:
         backbone = backbones.get(args.backbone, args.weights, tag=args.tag)
         out = embed(backbone, args.dataset, args.split, args.out, batch_size=args.batch_size,
                     num_workers=args.num_workers, shard_size=args.shard_size, limit=args.limit, device=device,
-                    dtype=args.dtype, progress=not args.no_progress, **options)
+                    dtype=args.dtype, progress=not args.no_progress,
+                    allow_mixed_numerics=args.allow_mixed_numerics, **options)
     if rank == 0:
         emb = load_embeddings(out, verify=False)
         print(f"{len(emb)} embeddings of dimension {emb.shards[0].shape[1]} in {out} ({len(emb.shards)} shards)")
@@ -171,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--limit", type=int, help="embed only the first LIMIT images")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="stored dtype")
+    p.add_argument("--allow-mixed-numerics", action="store_true",
+                   help="resume a cache begun under other numerics settings (threads, device, dtype), flagging it "
+                        "in the manifest instead of refusing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_embed)
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import inspect
+import math
+import os
 from typing import Any
 
 import torch
@@ -24,3 +26,49 @@ def show_source(obj: Any) -> None:
     from IPython.display import Code, display
 
     display(Code(inspect.getsource(obj), language="python"))
+
+
+# The rehearsal knob (`make colab-rehearsal`): SAE_TUTORIAL_SHRINK=N runs a chapter's colab-mode cells on a CPU in
+# minutes by dividing the sizes of its work by N. Same cells, same calls: only the numbers passed to them change.
+SHRINK_ENV = "SAE_TUTORIAL_SHRINK"
+_ROWS = ("n_train", "n_eval", "probe_samples", "limit")       # data rows: ÷ N, at least 256
+_WIDTHS = ("n_latents", "n_features")                         # dictionary and ground-truth widths: ÷ N, at least 4k
+_STEPS = ("steps",)                                           # ÷ N, at least 10
+_EPOCHS = ("epochs",)                                         # ÷ N rounded up, at least 1
+
+
+def shrink_factor() -> int:
+    """N of $SAE_TUTORIAL_SHRINK (default 1: the chapter's own sizes)."""
+    raw = os.environ.get(SHRINK_ENV, "1")
+    try:
+        factor = int(raw)
+    except ValueError:
+        raise ValueError(f"{SHRINK_ENV} must be an int >= 1, got {raw!r}") from None
+    if factor < 1:
+        raise ValueError(f"{SHRINK_ENV} must be an int >= 1, got {raw!r}")
+    return factor
+
+
+def shrink(sizes: dict[str, Any]) -> dict[str, Any]:
+    """A chapter's sizes divided by N = $SAE_TUTORIAL_SHRINK (unchanged when N = 1, always in the book build).
+
+    Rows (n_train, n_eval, probe_samples, limit) ÷ N, at least 256; widths (n_latents, n_features) ÷ N, at least
+    4·k; steps ÷ N, at least 10; epochs ÷ N rounded up, at least 1. Everything else (k, batch sizes, learning
+    rates, λ, thresholds) is kept, so each cell runs the same code on less work."""
+    factor = shrink_factor()
+    if factor == 1:
+        return dict(sizes)
+    out = dict(sizes)
+    k = int(sizes.get("k", 1))
+    for key, value in sizes.items():
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if key in _ROWS:
+            out[key] = max(min(int(value), 256), int(value) // factor)
+        elif key in _WIDTHS:
+            out[key] = max(min(int(value), 4 * k), int(value) // factor)
+        elif key in _STEPS:
+            out[key] = max(min(int(value), 10), int(value) // factor)
+        elif key in _EPOCHS:
+            out[key] = max(1, math.ceil(value / factor)) if value >= 1 else value
+    return out

@@ -1,8 +1,11 @@
 """Files on disk: atomic writes, content hashes, and the SAE checkpoint format.
 
 An SAE checkpoint is one `.safetensors` file. Its header metadata holds, under the key "sae_tutorial", a JSON
-record: {"schema_version", "variant", "config", "library_version", "content_sha256"}. Files are written to a
-temporary name beside the target and renamed into place, so a crash never leaves a half-written checkpoint.
+record: {"schema_version", "variant", "config", "library_version", "content_sha256"}, plus "provenance" for an SAE
+imported from another library (interop/). Files are written to a temporary name beside the target and renamed into
+place, so a crash never leaves a half-written checkpoint.
+
+Persistence imports the model family (sae/), never the reverse: the SAE's save/load methods import this module late.
 """
 from __future__ import annotations
 
@@ -15,6 +18,9 @@ from typing import Any, Callable
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from ._version import __version__
+from .sae import VARIANTS, SparseAutoencoder
 
 SCHEMA_VERSION = 1
 META_KEY = "sae_tutorial"
@@ -45,22 +51,23 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def sae_record(sae, tensors: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
-    """The JSON record that describes a checkpoint of `sae` (schema version, variant, config, hash)."""
-    from . import __version__
-
+def sae_record(sae: SparseAutoencoder, tensors: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """The JSON record that describes a checkpoint of `sae` (schema version, variant, config, hash, provenance)."""
     if tensors is None:
         tensors = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
-    return {
+    record = {
         "schema_version": SCHEMA_VERSION,
         "variant": type(sae).__name__,
         "config": sae.config(),
         "library_version": __version__,
         "content_sha256": tensors_sha256(tensors),
     }
+    if getattr(sae, "provenance", None):
+        record["provenance"] = sae.provenance
+    return record
 
 
-def save_sae(sae, path: str | Path) -> Path:
+def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:
     """Write `sae` (any variant) to `path` as safetensors + JSON metadata, atomically."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
     record = sae_record(sae, tensors)
@@ -95,8 +102,6 @@ def read_record(path: str | Path) -> dict[str, Any]:
 
 def variant_class(record: dict[str, Any], source: str | Path, expected: type | None = None) -> type:
     """The SAE class a record names, checked against the class the caller asked for."""
-    from .sae import VARIANTS, SparseAutoencoder
-
     variant = record.get("variant")
     if variant not in VARIANTS:
         raise ValueError(f"{source} holds unknown variant {variant!r}; known: {sorted(VARIANTS)}")
@@ -120,5 +125,10 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu", expected: typ
     if tensors_sha256(tensors) != record.get("content_sha256"):
         raise ValueError(f"{path}: content hash mismatch, the file is corrupt")
     sae = cls.from_config(record["config"])
+    dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
+    if len(dtypes) == 1:
+        sae = sae.to(dtypes.pop())          # an SAE saved in bf16 / float64 comes back in it
     sae.load_state_dict(tensors, strict=True)
+    if record.get("provenance"):
+        sae.provenance = record["provenance"]
     return sae.to(device)

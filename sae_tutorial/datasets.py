@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import re
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -256,7 +257,7 @@ class HubImages(ImageDataset):
         multilabel = isinstance(feat, (datasets.List, datasets.Sequence, datasets.LargeList, list))
         inner = (feat.feature if hasattr(feat, "feature") else feat[0]) if multilabel else feat
         if isinstance(inner, datasets.ClassLabel):
-            return list(inner.names), multilabel, None
+            return wordnet_names(list(inner.names)), multilabel, None
         if classes is None:
             raise ValueError(f"{self.name}: label column {self.label_column!r} holds {inner}, not class indices; "
                              "pass classes= (a mapping label id -> name, or a CSV of id,name rows)")
@@ -288,6 +289,19 @@ class HubImages(ImageDataset):
     def source(self) -> dict[str, Any]:
         return {"path": self.path, "data_dir": self.data_dir, "revision": self.revision,
                 "image_column": self.image_column, "label_column": self.label_column}
+
+
+def wordnet_names(names: list[str]) -> list[str]:
+    """Class names as a reader knows them: folder names that are all ImageNet WordNet ids (n01440764, as in
+    Imagenette or an ImageNet folder) become their first lemma ("tench"), from timm's ImageNet synset table;
+    any other list is returned as it is."""
+    if not names or not all(re.fullmatch(r"n\d{8}", n) for n in names):
+        return names
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    known = set(info.label_names())
+    return [info.label_name_to_description(n).split(",")[0] if n in known else n for n in names]
 
 
 def _hub_revision(path: str, revision: str | None) -> str:

@@ -11,6 +11,14 @@ truth, so a kill at any moment loses at most the shards in flight, and a rerun s
 shard holds. Data order is fixed and batches never straddle shards, so a resumed cache equals an uninterrupted
 one (bit for bit on CPU).
 
+Numerics: "bit for bit" holds under the same numerics settings: device type, compute dtype (float32, or the
+autocast dtype on CUDA), torch version, and on a CPU the torch thread count (its convolutions and GEMMs split
+their sums by thread, so 1 and 2 threads differ in the last bits). The manifest records the settings of the run
+that began the cache ("numerics"). A run that would add rows under other settings is refused with an error that
+names them; with `allow_mixed_numerics=True` it goes on, and the manifest flags the cache
+("mixed_numerics": the settings and first row of each later segment), so a cache of mixed numbers is never
+mistaken for a bit-identical one. Reading a finished cache checks nothing of this: it only reads.
+
 Data-parallel (`torchrun --nproc_per_node=W -m sae_tutorial embed ...`): shard i goes to rank i mod W, each rank
 writes its own shard files, and rank 0 alone lists finished shards in the manifest, in order. The cache is the
 one a single process writes (same shards, same rows, bit for bit on CPU), and resumes on any number of ranks.
@@ -171,11 +179,43 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def numerics(device: torch.device) -> dict[str, Any]:
+    """The settings that decide an extraction's numbers bit for bit: device type, compute dtype, torch version,
+    and the thread count on a CPU (the GPU's name on CUDA)."""
+    amp = autocast_dtype(device)
+    settings = {"device": device.type, "compute": str(amp).removeprefix("torch.") if amp else "float32",
+                "torch": torch.__version__}
+    if device.type == "cuda":
+        settings["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        settings["threads"] = torch.get_num_threads()
+    return settings
+
+
+def _check_numerics(out: Path, manifest: dict[str, Any], device: torch.device, allow_mixed: bool) -> None:
+    """Record the numerics settings of a cache's first rows; refuse (or, if allowed, flag) rows added under others."""
+    current = numerics(device)
+    if manifest["rows"] == 0:
+        manifest["numerics"], manifest["mixed_numerics"] = current, []
+        return
+    first = manifest.get("numerics")
+    if first == current:
+        return
+    if not allow_mixed:
+        differ = ", ".join(f"{k} {(first or {}).get(k)!r} -> {current.get(k)!r}" for k in sorted(current)
+                           if (first or {}).get(k) != current.get(k))
+        raise ValueError(f"{out} was begun under other numerics settings ({differ}): rows added now would not be "
+                         "bit-identical to one uninterrupted run. Resume under the same settings (e.g. "
+                         "torch.set_num_threads / OMP_NUM_THREADS), or pass allow_mixed_numerics=True "
+                         "(--allow-mixed-numerics) to go on with the cache flagged as mixed")
+    manifest.setdefault("mixed_numerics", []).append({"from_row": manifest["rows"], **current})
+
+
 def embed(backbone: str | Backbone, dataset: str | ImageDataset, split: str | None = None,
           out_dir: str | Path | None = None, *, weights: str | Path | None = None, tag: str | None = None,
           batch_size: int = 256, num_workers: int | None = None, shard_size: int = 16384, limit: int | None = None,
           device: str | torch.device | None = None, dtype: str = "float32", progress: bool = True,
-          **dataset_options: Any) -> Path:
+          allow_mixed_numerics: bool = False, **dataset_options: Any) -> Path:
     """Embed every image of `dataset`/`split` (at least the first `limit`) with `backbone`; cache in `out_dir`.
 
     backbone: a name for `st.backbones.get` (with `weights`, `tag`) or a Backbone. dataset: a name for
@@ -183,7 +223,9 @@ def embed(backbone: str | Backbone, dataset: str | ImageDataset, split: str | No
     $SAE_TUTORIAL_CACHE/embeddings/<backbone>--<dataset>--<split>. An unfinished cache there is resumed; a
     finished one is returned as is. Images are decoded and preprocessed by `num_workers` DataLoader workers
     (default: `default_workers()`); the model runs on `device` (default CUDA when present, with autocast).
-    Returns out_dir.
+    A resumed cache is bit-identical to an uninterrupted one under the same numerics settings (`numerics`);
+    adding rows under others raises, unless `allow_mixed_numerics`, which flags the cache instead (module
+    docstring). Returns out_dir.
     """
     if isinstance(backbone, Backbone):
         if weights is not None or tag is not None:
@@ -214,7 +256,8 @@ def embed(backbone: str | Backbone, dataset: str | ImageDataset, split: str | No
     ends = [n for n in (limit, dataset.num_rows) if n is not None]
     target = min(ends) if ends else None                 # None: a stream of unknown length, to its end
     if not (manifest["exhausted"] or (target is not None and manifest["rows"] >= target)):
-        _extract(out, manifest, backbone, dataset, target, batch_size, shard_size, workers, device, progress, group)
+        _extract(out, manifest, backbone, dataset, target, batch_size, shard_size, workers, device, progress, group,
+                 allow_mixed_numerics)
         manifest["exhausted"] = limit is None or manifest["rows"] < limit
     if group.rank == 0 and not manifest["finished"]:
         manifest["finished"] = True
@@ -225,17 +268,17 @@ def embed(backbone: str | Backbone, dataset: str | ImageDataset, split: str | No
 
 def _extract(out: Path, manifest: dict[str, Any], backbone: Backbone, dataset: ImageDataset, target: int | None,
              batch_size: int, shard_size: int, workers: int, device: torch.device, progress: bool,
-             group: Group = Group()) -> None:
+             group: Group = Group(), allow_mixed_numerics: bool = False) -> None:
     """Embed rows manifest["rows"] .. target - 1 (or to the end), one shard at a time; shard i on rank i mod W.
     Leaves `manifest` as rank 0 wrote it."""
     if manifest["shards"] and manifest["shards"][-1]["rows"] < shard_size:
         # An earlier run stopped at its `limit` mid-shard: redo that shard, so that shard and batch boundaries
         # (and so the numbers) are those of one uninterrupted run.
         manifest["rows"] -= manifest["shards"].pop()["rows"]
+    _check_numerics(out, manifest, device, allow_mixed_numerics)      # every rank: all raise, or none
     start, first = manifest["rows"], len(manifest["shards"])
     amp = autocast_dtype(device)
-    manifest.update(finished=False, backbone_report=backbone.report,
-                    compute=f"{device.type}, {'autocast ' + str(amp) if amp else 'float32'}")
+    manifest.update(finished=False, backbone_report=backbone.report)
     group.barrier()                                      # every rank has read the manifest
     if group.rank == 0:
         for stale in out.glob("shard-*.safetensors"):    # unlisted shards of a killed run: redone below

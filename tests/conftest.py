@@ -10,8 +10,22 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _global_state():
+    """Each test starts from the same global state and leaves none behind, so test order never matters: the seed,
+    torch's numerics settings (threads, default dtype, deterministic algorithms, grad mode) and os.environ are
+    restored after every test. A test that sets torch threads for itself (or calls st.book.setup(), which does)
+    no longer changes the numbers of the tests that follow it."""
+    saved = (torch.get_num_threads(), torch.get_default_dtype(), torch.are_deterministic_algorithms_enabled(),
+             torch.is_grad_enabled(), dict(os.environ))
     torch.manual_seed(0)
+    yield
+    threads, dtype, deterministic, grad, environ = saved
+    torch.set_num_threads(threads)
+    torch.set_default_dtype(dtype)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_grad_enabled(grad)
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -1,5 +1,6 @@
 """Checkpoints: every variant round-trips; foreign, newer, corrupt or truncated files give clear errors."""
 import json
+import sys
 
 import pytest
 import torch
@@ -123,3 +124,84 @@ def test_hub_folder_errors_and_card(tmp_path):
         st.TopKSAE.from_pretrained(str(tmp_path / "repo"))
     with pytest.raises(FileNotFoundError, match="method card"):
         sae.save_pretrained(tmp_path / "r2", card=(tmp_path / "nope.json", tmp_path / "card.md"))
+
+
+# ---------------------------------------------------------------- import structure
+import ast  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+PACKAGE = Path(st.__file__).parent
+PERSISTENCE = {"sae_tutorial.checkpoint", "sae_tutorial.hub", "sae_tutorial.interop"}
+THIN_METHODS = {"save", "load", "save_as", "save_pretrained", "_save_pretrained", "_from_pretrained"}
+
+
+def _module_names() -> dict[str, Path]:
+    names = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = ("sae_tutorial", *path.relative_to(PACKAGE).with_suffix("").parts)
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
+
+
+def _imports(module: str, path: Path, names: dict[str, Path]) -> list[tuple[str, str | None]]:
+    """(imported sae_tutorial module, enclosing function or None) for every import in the file."""
+    is_pkg = path.name == "__init__.py"
+    found = []
+
+    def visit(node: ast.AST, func: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            f = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else func
+            if isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = module.split(".") if is_pkg else module.split(".")[:-1]
+                    base = ".".join(base[: len(base) - child.level + 1] + ([child.module] if child.module else []))
+                else:
+                    base = child.module or ""
+                for alias in child.names:
+                    target = f"{base}.{alias.name}"
+                    found.append((target if target in names else base, f))
+            elif isinstance(child, ast.Import):
+                found.extend((a.name, f) for a in child.names)
+            visit(child, f)
+
+    visit(ast.parse(path.read_text()), None)
+    return [(t, f) for t, f in found if t in names and t != module]
+
+
+def test_no_import_cycle_and_the_model_family_never_imports_persistence():
+    """Module-level imports form no cycle; sae/ reaches checkpoint/hub/interop only from its thin save/load methods
+    (late imports), never at import time. Persistence imports the model family, not the reverse."""
+    names = _module_names()
+    graph = {m: {t for t, f in _imports(m, p, names) if f is None} for m, p in names.items()}
+    state: dict[str, int] = {}
+
+    def dfs(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for t in sorted(graph[m]):
+            if state.get(t) == 1:
+                raise AssertionError(f"import cycle: {' -> '.join(stack[stack.index(t):] + [t])}")
+            if t not in state:
+                dfs(t, stack + [t])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            dfs(m, [m])
+    assert "sae_tutorial.sae" in graph["sae_tutorial.checkpoint"]          # persistence → model family
+    for m, p in names.items():
+        if m.startswith("sae_tutorial.sae"):
+            for target, func in _imports(m, p, names):
+                if any(target == q or target.startswith(q + ".") for q in PERSISTENCE):
+                    assert func in THIN_METHODS, f"{m} imports {target} in {func or 'module scope'}"
+
+
+def test_the_cycle_check_can_fail(tmp_path, monkeypatch):
+    """The checker finds a planted cycle (a → b → a)."""
+    pkg = tmp_path / "sae_tutorial"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .b import x\n")
+    (pkg / "b.py").write_text("from . import a\nx = 1\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", pkg)
+    with pytest.raises(AssertionError, match="import cycle: sae_tutorial.a -> sae_tutorial.b -> sae_tutorial.a"):
+        test_no_import_cycle_and_the_model_family_never_imports_persistence()

@@ -16,6 +16,7 @@ from PIL import Image
 
 import sae_tutorial as st
 from sae_tutorial import datasets
+from sae_tutorial.embed import numerics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -153,13 +154,16 @@ def test_limit_then_extend_and_float16(tmp_path):
     assert half.x.dtype == torch.float16 and torch.allclose(half.x.float(), st.load_embeddings(full).x, atol=1e-2)
 
 
-def test_killed_extraction_resumes_to_the_same_cache(tmp_path):
-    """SIGKILL the CLI mid-run, rerun: identical to an uninterrupted run, no row lost or repeated."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_killed_extraction_resumes_to_the_same_cache(tmp_path, threads):
+    """SIGKILL the CLI mid-run, rerun: identical to an uninterrupted run, no row lost or repeated. Both processes
+    run under the same numerics settings (the CLI's thread count through OMP_NUM_THREADS, this one's set here)."""
+    torch.set_num_threads(threads)                                # restored after the test (conftest.py)
     opts = dict(weights="random", limit=4000, batch_size=64, shard_size=256, num_workers=1, progress=False)
     cmd = [sys.executable, "-m", "sae_tutorial", "embed", "--backbone", "embedded", "--dataset", "fashion-mnist",
            "--split", "train", "--out", str(tmp_path / "killed"), "--no-progress",
            *(f"--{k.replace('_', '-')}={v}" for k, v in opts.items() if k != "progress")]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True)
     manifest = tmp_path / "killed" / "manifest.json"
     deadline = time.time() + 120
@@ -177,6 +181,24 @@ def test_killed_extraction_resumes_to_the_same_cache(tmp_path):
     assert torch.equal(resumed.x, whole.x) and torch.equal(resumed.labels, whole.labels)
     assert [s["sha256"] for s in resumed.manifest["shards"]] == [s["sha256"] for s in whole.manifest["shards"]]
     assert resumed.labels.tolist() == st.datasets.get("fashion-mnist", "train").labels[:4000].tolist()
+    assert resumed.manifest["numerics"] == whole.manifest["numerics"] == numerics(torch.device("cpu"))
+    assert resumed.manifest["numerics"]["threads"] == threads and not resumed.manifest["mixed_numerics"]
+
+
+def test_resume_under_other_numerics_is_refused_or_flagged(tmp_path):
+    """Rows added under another thread count would not be bit-identical: refused by default, flagged if allowed."""
+    opts = dict(weights="random", batch_size=32, shard_size=64, num_workers=0, progress=False)
+    torch.set_num_threads(1)
+    st.embed("embedded", "synthetic", "train", tmp_path / "c", limit=64, **opts)
+    torch.set_num_threads(2)
+    with pytest.raises(ValueError, match=r"other numerics settings \(threads 1 -> 2\).*allow_mixed_numerics"):
+        st.embed("embedded", "synthetic", "train", tmp_path / "c", limit=128, **opts)
+    assert st.load_embeddings(tmp_path / "c").manifest["rows"] == 64          # nothing was lost or changed
+    st.embed("embedded", "synthetic", "train", tmp_path / "c", limit=128, allow_mixed_numerics=True, **opts)
+    emb = st.load_embeddings(tmp_path / "c")
+    assert len(emb) == 128 and emb.manifest["numerics"]["threads"] == 1
+    assert [(m["from_row"], m["threads"]) for m in emb.manifest["mixed_numerics"]] == [(64, 2)]
+    st.embed("embedded", "synthetic", "train", tmp_path / "c", limit=128, **opts)   # finished: only read
 
 
 # ---------------------------------------------------------------- damaged caches and bad input

@@ -161,6 +161,17 @@ def _auxk_settings(sae: SparseAutoencoder, cfg: dict[str, Any]) -> dict[str, Any
             "auxk_norm": cfg.get("auxk_norm", "input")}   # configs from before the setting were "input"
 
 
+def _imported(sae: SparseAutoencoder) -> dict[str, Any]:
+    """The card's record of an SAE read from another library (`sae.provenance`, set by st.load): one line each."""
+    prov = getattr(sae, "provenance", None)
+    if not prov:
+        return {}
+    version = f" {prov['library_version']}" if prov.get("library_version") else ""
+    return {"imported_from": f"{prov['library']}{version}: {prov['foreign_class']} ({prov['format']}) at {prov['source']}",
+            "import_rewrites": "; ".join(prov.get("rewrites") or []) or "none (same maths, weights verbatim)",
+            "import_notes": "; ".join(prov.get("notes") or []) or "–"}
+
+
 def _clean(v: Any) -> Any:
     """JSON-safe: NaN → None, tuples → lists, tensors/numpy scalars → Python numbers."""
     if isinstance(v, dict):
@@ -218,7 +229,7 @@ def method_card(sae: SparseAutoencoder, report: dict[str, Any], provenance: dict
                                                 "cknna", "decoder_orthogonality")},
             "k_robustness_fvu": _curve(report, "fvu_k"), "probe_accuracy": _curve(report, "probe_"),
         },
-        "library": {"sae_tutorial": __version__, "config_hash": config_hash},
+        "library": {"sae_tutorial": __version__, "config_hash": config_hash, **_imported(sae)},
         "notes": provenance.get("notes", ""),
     }
     card = _clean(card)

@@ -234,6 +234,11 @@ class SparseAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="sae_tutor
         from ..checkpoint import save_sae
         return save_sae(self, path)
 
+    def save_as(self, path: str | Path, library: str, **options: Any) -> Path:
+        """Write a folder another library reads with the same maths: library="sparsify" or "saelens" (interop/)."""
+        from ..interop import save_as
+        return save_as(self, path, library, **options)
+
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "SparseAutoencoder":
         """Load a checkpoint, checking it holds this variant."""

@@ -1,0 +1,34 @@
+"""sae_tutorial: Top-k sparse autoencoders on frozen vision embeddings, and the paper's sparsity regularizers.
+
+Where things live:
+    sae/          the SAE family (TopKSAE, BatchTopKSAE, ReLUSAE, SparsemaxSAE) and the sparse fast path
+    losses.py     FVU reconstruction loss and AuxK
+    regularizers.py  off-support ℓ1, ℓ1/ℓ2 ratio, batch-active mask (the paper's contribution)
+    train.py      TrainConfig and train()
+    checkpoint.py safetensors checkpoints, atomic writes
+    synthetic.py  ground-truth sparse data and feature recovery
+    modes.py      SAE_TUTORIAL_MODE: small (CPU) / colab (one GPU) / full (the paper's scale)
+    metrics/      every evaluation metric (FVU, MS, purity, k-robustness, probes, CKNNA) and method cards
+    experiments.py   the paper's regularizer comparison
+    distributed.py   data-parallel training (torchrun)
+    hub.py        hub-ready folders (save_pretrained / from_pretrained)
+    backbones.py, datasets.py, embed.py   from images to cached embeddings
+    grid.py, verdicts.py, plots.py        the paper's grid as resumable cells, its verdicts and figures
+    book.py       what every chapter starts with (mode and device, showing the library's source)
+"""
+__version__ = "0.1.0"
+
+from . import backbones, book, datasets, experiments, grid, losses, metrics, plots, regularizers, synthetic, verdicts
+from . import explorer
+from .checkpoint import load_sae as load
+from .embed import embed, load_embeddings
+from .metrics import method_card
+from .modes import get_mode
+from .sae import BatchTopKSAE, ReLUSAE, SAEOutput, SparseAutoencoder, SparsemaxSAE, TopKSAE
+from .train import TrainConfig, train
+
+__all__ = ["TopKSAE", "BatchTopKSAE", "ReLUSAE", "SparsemaxSAE", "SparseAutoencoder", "SAEOutput",
+           "TrainConfig", "train", "load", "get_mode", "embed", "load_embeddings", "method_card",
+           "backbones", "book", "datasets", "experiments", "explorer", "losses", "metrics", "regularizers",
+           "synthetic",
+           "__version__"]

@@ -1,0 +1,53 @@
+"""Training losses: FVU-normalised reconstruction and AuxK (Gao et al. 2024).
+
+    L_rec = Σ_b ‖x_b − x̂_b‖² / Σ_b ‖x_b − x̄‖²                      (x̄: batch mean)
+    L_aux = min(n_dead / k_aux, 1) · Σ_b ‖e_b − ê_b‖² / Σ_b ‖x_b − x̄‖²
+            e = x − x̂ (detached),  ê_b = Σ_{j ∈ TopK_kaux(h_b over dead latents)} ReLU(h_bj) d_j   — no b_dec
+
+The AuxK reconstruction models a residual, which has no offset: adding b_dec to ê (as three well-known
+libraries do) would ask dead latents to fit b_dec as well.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .sae.kernels import Support, sparse_decode
+
+
+def _wide(t: Tensor) -> Tensor:
+    """t in float32 at least (bf16 activations under autocast are summed in float32; float64 stays float64)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def total_variance(x: Tensor) -> Tensor:
+    """Σ_b ‖x_b − x̄‖², the FVU denominator."""
+    x = _wide(x)
+    return (x - x.mean(0)).pow(2).sum()
+
+
+def fvu(x: Tensor, x_hat: Tensor, tv: Tensor | None = None) -> Tensor:
+    """Fraction of variance unexplained: Σ_b ‖x_b − x̂_b‖² / Σ_b ‖x_b − x̄‖² (a 0-d tensor).
+
+    tv: the denominator when it is computed elsewhere (over the global batch in data-parallel training).
+    """
+    tv = total_variance(x) if tv is None else tv
+    return (_wide(x) - _wide(x_hat)).pow(2).sum() / tv.clamp_min(1e-30)
+
+
+def auxk_loss(sae, x: Tensor, out, dead: Tensor, k_aux: int, tv: Tensor | None = None) -> Tensor:
+    """AuxK: the top-k_aux dead latents of each row reconstruct the detached residual x − x̂ (no b_dec).
+
+    sae: the model (its W_dec and encoder are used); out: its SAEOutput on x; dead: bool (m,).
+    Slots beyond the number of dead latents are zeroed, and the loss is scaled by min(n_dead/k_aux, 1),
+    so it vanishes smoothly when nothing is dead; no host sync. tv: as in `fvu`.
+    """
+    h = out.pre_acts
+    masked = h.detach().masked_fill(~dead, float("-inf"))          # (B, m)
+    idx = masked.topk(k_aux, dim=1, sorted=False).indices          # (B, k_aux)
+    vals = F.relu(sae.gather_pre_acts(x, h, idx)) * dead[idx]       # (B, k_aux); 0 on non-dead slots
+    e_hat = sparse_decode(Support.of_topk(idx), vals.reshape(-1), sae.W_dec)   # (B, d), no b_dec
+    e = (_wide(x) - _wide(out.x_hat)).detach()
+    scale = (dead.sum() / k_aux).clamp(max=1.0)
+    return scale * fvu(e, e_hat, total_variance(x) if tv is None else tv)

@@ -1,0 +1,243 @@
+"""The Colab rehearsal (`make colab-rehearsal`): every chapter's colab-mode cells, executed offline on a CPU, in a
+fresh virtual environment installed the way a Colab user's is.
+
+1. Install. A new virtual environment gets only torch, torchvision and ipykernel (what a Colab runtime brings
+   that matters here), then the chapters' own install line, pointed at this checkout instead of GitHub. The
+   development .venv is never used by the chapters.
+2. Imports. Every module a chapter imports, and those the library imports in colab mode (open_clip, timm,
+   datasets, umap), must import in that environment.
+3. Stand-ins for the hub. Chapter 3 finds a generated folder with exactly imagenette2-320's layout where it would
+   download it (`train/n01440764/*.JPEG`, `val/...`, a few images per class); the hub backbones are built at
+   their real architectures with random weights (its `BACKBONE_WEIGHTS` parameter set to "random", injected
+   after the parameters cell as papermill does). HF_HUB_OFFLINE=1: a download attempt fails at once.
+4. Run. Each chapter, top to bottom, with SAE_TUTORIAL_MODE=colab on the CPU and the one rehearsal knob,
+   SAE_TUTORIAL_SHRINK=N (`st.book.shrink`: the chapters' sizes ÷ N, same cells, same calls). The install cell
+   runs too: a stand-in `google.colab` module makes the kernel look like Colab's. Any error in any cell fails
+   the rehearsal; a cell that needs a GPU prints that it is skipped.
+
+The caches the embedded default needs in every mode (the embedded backbone, the Fashion-MNIST embeddings, the
+embedded grid) are the same as the book build's: `--seed-cache DIR` hard-links them from that build's cache
+instead of recomputing them (`make test` does this after `make book`).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import home
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNEL = "sae-colab-rehearsal"
+COLAB_RUNTIME = ("torch", "torchvision", "ipykernel")      # what the fresh environment starts from
+LIBRARY_OPTIONAL = ("torchvision", "open_clip", "timm", "datasets", "umap")   # imported by the library in colab mode
+PARAMETERS = {"BACKBONE_WEIGHTS": "random"}               # injected after a chapter's parameters cell, if it has one
+SEEDED = ("backbones", "embeddings", "reproduce")          # cache folders of the embedded default, shared with the book
+IMAGENETTE = {"n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player",
+              "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn",
+              "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball",
+              "n03888257": "parachute"}
+
+
+# ---------------------------------------------------------------- stand-in data
+def imagenette_folder(root: Path, per_class: dict[str, int] | None = None, seed: int = 0) -> Path:
+    """Write root/imagenette2-320 with imagenette2-320's layout: {train,val}/<WordNet id>/<id>_<i>.JPEG, 320 px
+    on the short side, a few images per class (a coloured shape per class on noise), and noisy_imagenette.csv."""
+    from PIL import Image, ImageDraw
+
+    per_class = per_class or {"train": 4, "val": 2}
+    out = root / "imagenette2-320"
+    rng = np.random.default_rng(seed)
+    rows = ["path,noisy_labels_0,noisy_labels_1,noisy_labels_5,noisy_labels_25,noisy_labels_50,is_valid"]
+    for c, wnid in enumerate(IMAGENETTE):
+        colour = tuple(int(v) for v in rng.integers(40, 255, 3))
+        for split, n in per_class.items():
+            (out / split / wnid).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                w, h = (427, 320) if (c + i) % 2 else (320, 480)
+                pixels = rng.integers(0, 90, (h, w, 3), dtype=np.uint8)            # (H, W, 3) noise
+                image = Image.fromarray(pixels)
+                x0, y0 = rng.integers(0, w // 2), rng.integers(0, h // 2)
+                box = (int(x0), int(y0), int(x0 + w // 3 + 10 * c), int(y0 + h // 3))
+                (ImageDraw.Draw(image).ellipse if c % 2 else ImageDraw.Draw(image).rectangle)(box, fill=colour)
+                name = f"{wnid}_{i}.JPEG"
+                image.save(out / split / wnid / name, quality=85)
+                rows.append(f"{split}/{wnid}/{name},{','.join([wnid] * 5)},{split == 'val'}")
+    (out / "noisy_imagenette.csv").write_text("\n".join(rows) + "\n")
+    return out
+
+
+# ---------------------------------------------------------------- the environment
+def install_line(root: Path = ROOT) -> str:
+    """The requirement every chapter's install cell passes to pip, pointed at `root` instead of GitHub."""
+    h = home.read_home(root)
+    return h.requirement.replace(f"git+{h.url}@{h.branch}", root.resolve().as_uri())
+
+
+def chapter_imports(root: Path = ROOT) -> list[str]:
+    """Top-level modules the chapters import (from their jupytext sources), and the library's colab-mode ones."""
+    names = set(LIBRARY_OPTIONAL)
+    for notebook in home.chapters(root):
+        tree = ast.parse((root / notebook).with_suffix(".py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+    names -= set(sys.stdlib_module_names) | {"google"}
+    return sorted(names)
+
+
+def make_venv(venv: Path, log: Path) -> Path:
+    """A fresh virtual environment with only the Colab runtime's torch, torchvision and ipykernel, then the
+    chapters' install line; returns its python."""
+    if venv.exists():
+        shutil.rmtree(venv)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    with open(log, "a") as f:
+        for args in (["-m", "pip", "install", "-q", *COLAB_RUNTIME], ["-m", "pip", "install", "-q", install_line()],
+                     ["-m", "ipykernel", "install", "--prefix", str(venv), "--name", KERNEL]):
+            print("$", python.name, *args, file=f, flush=True)
+            subprocess.run([str(python), *args], check=True, stdout=f, stderr=subprocess.STDOUT)
+    return python
+
+
+def missing_imports(python: Path) -> list[str]:
+    """The chapters' modules that do not import in the environment of `python`."""
+    script = ("import importlib, json, sys\nbad = []\nfor name in sys.argv[1:]:\n    try:\n"
+              "        importlib.import_module(name)\n    except Exception as e:\n"
+              "        bad.append(f'{name} ({type(e).__name__}: {e})')\nprint(json.dumps(bad))")
+    out = subprocess.run([str(python), "-c", script, *chapter_imports()], capture_output=True, text=True,
+                         check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- one chapter
+def prepare(notebook: Path) -> "nbformat.NotebookNode":  # noqa: F821
+    """The chapter as the rehearsal runs it: a stand-in google.colab first, its install cell pointed at this
+    checkout, and PARAMETERS injected after its parameters cell."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    h = home.read_home()
+    for cell in nb.cells:
+        if cell.cell_type == "code" and h.requirement in cell.source:
+            cell.source = cell.source.replace(h.requirement, install_line())
+    params = next((i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])), None)
+    if params is not None:
+        given = {k: v for k, v in PARAMETERS.items() if re.search(rf"^{k}\s*=", nb.cells[params].source, re.M)}
+        if given:
+            source = "# Injected by the Colab rehearsal\n" + "\n".join(f"{k} = {v!r}" for k, v in given.items())
+            nb.cells.insert(params + 1, nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]}))
+    colab = ("# Injected by the Colab rehearsal: look like a Colab kernel, so that the install cell runs\n"
+             "import sys, types\nsys.modules.setdefault('google.colab', types.ModuleType('google.colab'))")
+    nb.cells.insert(0, nbformat.v4.new_code_cell(colab, metadata={"tags": ["injected-colab"]}))
+    return nb
+
+
+def run_chapter(notebook: Path, out_dir: Path, timeout: int = 900) -> dict[str, object]:
+    """Execute one prepared chapter in the rehearsal kernel; writes the executed notebook into out_dir."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = prepare(notebook)
+    start, error = time.perf_counter(), None
+    client = NotebookClient(nb, kernel_name=KERNEL, timeout=timeout, allow_errors=False,
+                            resources={"metadata": {"path": str(notebook.parent)}})
+    try:
+        client.execute()
+    except CellExecutionError as e:
+        error = str(e).strip().splitlines()[-1][:300]
+    nbformat.write(nb, out_dir / notebook.name)
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    skipped = sorted(set(re.findall(r"skipped[^\n]*GPU[^\n]*", outputs)))
+    return {"chapter": notebook.stem, "seconds": round(time.perf_counter() - start, 1),
+            "cells": sum(c.cell_type == "code" for c in nb.cells), "error": error, "gpu_skipped": skipped}
+
+
+# ---------------------------------------------------------------- the whole rehearsal
+def seed_cache(source: Path, cache: Path) -> list[str]:
+    """Hard-link the embedded default's caches (SEEDED folders) from the book build's cache into `cache`. Caches
+    are replaced by rename, never rewritten in place, so a linked file is never changed under the other."""
+    seeded = []
+    for name in SEEDED:
+        if (source / name).is_dir():
+            shutil.copytree(source / name, cache / name, copy_function=os.link, dirs_exist_ok=True)
+            seeded.append(name)
+    return seeded
+
+
+def rehearse(out: Path, shrink: int = 8, chapters: list[str] | None = None, seed_from: Path | None = None,
+             reuse_venv: bool = False) -> int:
+    """The whole rehearsal into `out` (venv, cache, executed notebooks, report.md); returns the exit status."""
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    venv, cache, executed = out / "venv", out / "cache", out / "executed"
+    log = out / "install.log"
+    log.write_text("")
+    python = venv / "bin" / "python"
+    if not (reuse_venv and python.exists()):
+        print(f"fresh venv in {venv}: {', '.join(COLAB_RUNTIME)}, then pip install {install_line()!r} ...",
+              flush=True)
+        make_venv(venv, log)
+    install_s = time.perf_counter() - t0
+    missing = missing_imports(python)
+    print(f"install: {install_s:.0f} s; chapter imports missing in the fresh venv: {missing or 'none'}", flush=True)
+    if cache.exists():
+        shutil.rmtree(cache)
+    cache.mkdir(parents=True)
+    seeded = seed_cache(seed_from, cache) if seed_from else []
+    imagenette_folder(cache)
+    executed.mkdir(exist_ok=True)
+    os.environ.pop("PYTHONPATH", None)
+    os.environ.update({"SAE_TUTORIAL_MODE": "colab", "SAE_TUTORIAL_SHRINK": str(shrink), "HF_HUB_OFFLINE": "1",
+                       "SAE_TUTORIAL_CACHE": str(cache), "CUDA_VISIBLE_DEVICES": "",
+                       "JUPYTER_PATH": str(venv / "share" / "jupyter"),
+                       "NUMBA_CACHE_DIR": str(out / "numba"), "MPLBACKEND": "module://matplotlib_inline.backend_inline"})
+    rows = []
+    for notebook in home.chapters():
+        if chapters and not any(c in notebook for c in chapters):
+            continue
+        row = run_chapter(ROOT / notebook, executed)
+        rows.append(row)
+        print(f"{row['chapter']}: {'ok' if row['error'] is None else 'FAILED'} in {row['seconds']:.0f} s "
+              f"({row['cells']} cells){': ' + row['error'] if row['error'] else ''}", flush=True)
+        for line in row["gpu_skipped"]:
+            print(f"    {line}")
+    failed = [r for r in rows if r["error"]] or bool(missing)
+    lines = ["# Colab rehearsal", "", f"SAE_TUTORIAL_MODE=colab on CPU, SAE_TUTORIAL_SHRINK={shrink}, install line "
+             f"`{install_line()}`; seeded caches: {', '.join(seeded) or 'none'}", "",
+             f"- install: {install_s:.0f} s; missing imports: {', '.join(missing) or 'none'}", "",
+             "| chapter | seconds | cells | result | skipped (needs a GPU) |", "|---|---|---|---|---|"]
+    lines += [f"| {r['chapter']} | {r['seconds']:.0f} | {r['cells']} | {r['error'] or 'ok'} | "
+              f"{'; '.join(r['gpu_skipped']) or '-'} |" for r in rows]
+    lines += ["", f"total {time.perf_counter() - t0:.0f} s"]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sae_tutorial.rehearsal", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "_build" / "colab-rehearsal", help="working folder")
+    parser.add_argument("--shrink", type=int, default=8, help="SAE_TUTORIAL_SHRINK for every chapter")
+    parser.add_argument("--chapter", action="append", help="run only chapters whose name contains this (repeatable)")
+    parser.add_argument("--seed-cache", type=Path, help="hard-link the embedded default's caches from this cache")
+    parser.add_argument("--reuse-venv", action="store_true", help="keep an existing rehearsal venv (development)")
+    args = parser.parse_args(argv)
+    return rehearse(args.out, args.shrink, args.chapter, args.seed_cache, args.reuse_venv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
