@@ -5,8 +5,9 @@
 
 Each row runs in its own subprocess (clean peak-memory reading) and measures, in that process: the encoder GEMM
 (B×d @ d×m), the plain Top-k step and the row's step (medians). Printed: step time, ratio to the GEMM, ratio to the
-plain Top-k step, samples/s, |A| (batch-active units, regularized rows) and the step's peak extra memory as a
-multiple of the B×m pre-activation tensor. On CUDA the step runs under bf16 autocast. Nothing is asserted.
+plain Top-k step, samples/s, |A| (batch-active units, regularized rows), the mean L0 of the step (the adaptive
+variants choose theirs; the Sparsemax SAE's is that of its random init on Gaussian data) and the step's peak extra
+memory as a multiple of the B×m pre-activation tensor. On CUDA the step runs under bf16 autocast. Nothing is asserted.
 """
 from __future__ import annotations
 
@@ -32,9 +33,13 @@ ROWS = {  # name: (variant, TrainConfig overrides, extra setup)
     "topk+off-l1 |A|~m/8": ("TopKSAE", {"lambda_off": 0.01}, "narrow"),
     "topk+l1/l2 |A|~m/8": ("TopKSAE", {"lambda_ratio": 0.01}, "narrow"),
     "topk+l1/l2 no mask": ("TopKSAE", {"lambda_ratio": 0.01, "reg_mask": False}, None),
+    "topk+auxk-residual": ("TopKSAE", {"auxk_norm": "residual"}, "auxk"),
     "batchtopk": ("BatchTopKSAE", {}, None),
+    "multitopk": ("MultiTopKSAE", {}, None),
+    "matryoshka": ("MatryoshkaSAE", {}, None),
     "relu": ("ReLUSAE", {}, None),
-    "sparsemax": ("SparsemaxSAE", {}, None),
+    "sparsemax": ("SparsemaxSAE", {}, None),               # the published model (arXiv:2604.14925)
+    "sparsemax-act": ("SparsemaxActSAE", {}, None),
 }
 
 
@@ -60,7 +65,7 @@ def run_row(size: str, row: str, reps: int) -> dict:
 
     def build(name: str, extra: str | None):
         cls = getattr(st, name)
-        sae = (cls(d, m, k, seed=0) if name in ("TopKSAE", "BatchTopKSAE") else cls(d, m, seed=0)).to(dev)
+        sae = (cls(d, m, k, seed=0) if cls.takes_k else cls(d, m, seed=0)).to(dev)
         if extra == "narrow":  # only m/8 latents can win Top-k, so |A| ≈ m/8
             with torch.no_grad():
                 sae.b_enc[: m // 8] += 10.0
@@ -114,6 +119,7 @@ def run_row(size: str, row: str, reps: int) -> dict:
     out = step()  # warm-up: allocates Adam state
     out = step()
     active = int(torch.unique(out.indices).numel()) if out.indices is not None else None
+    l0 = float(out.l0())
     del out
     if cuda:
         torch.cuda.empty_cache()
@@ -127,7 +133,7 @@ def run_row(size: str, row: str, reps: int) -> dict:
     peak = torch.cuda.max_memory_allocated() if cuda else _rss_kib("VmHWM") * 1024
     h_bytes = B * m * (2 if cuda else 4)
     return {"size": size, "row": row, "device": str(dev), "threads": torch.get_num_threads(), "gemm_s": gemm,
-            "plain_s": plain_t, "step_s": step_t, "active": active, "m": m, "samples_s": B / step_t,
+            "plain_s": plain_t, "step_s": step_t, "active": active, "l0": l0, "m": m, "samples_s": B / step_t,
             "peak_extra_x_h": max(peak - base, 0) / h_bytes}
 
 
@@ -154,7 +160,7 @@ def main() -> None:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # big buffers go back to the OS when freed
     results = []
     header = (f"{'size':6} {'row':24} {'step ms':>9} {'x GEMM':>7} {'x plain':>8} {'samples/s':>10} "
-              f"{'|A|/m':>6} {'peak/Bxm':>9}")
+              f"{'|A|/m':>6} {'L0':>7} {'peak/Bxm':>9}")
     print(header)
     print("-" * len(header))
     for size in sizes:
@@ -169,7 +175,8 @@ def main() -> None:
             results.append(r)
             frac = f"{r['active'] / r['m']:.2f}" if r["active"] is not None else "-"
             print(f"{size:6} {row:24} {1e3 * r['step_s']:9.1f} {r['step_s'] / r['gemm_s']:7.2f} "
-                  f"{r['step_s'] / r['plain_s']:8.2f} {r['samples_s']:10.0f} {frac:>6} {r['peak_extra_x_h']:9.2f}",
+                  f"{r['step_s'] / r['plain_s']:8.2f} {r['samples_s']:10.0f} {frac:>6} {r['l0']:7.1f} "
+                  f"{r['peak_extra_x_h']:9.2f}",
                   flush=True)
     if results:
         print(f"\ndevice: {results[0]['device']}, threads: {results[0]['threads']}; "

@@ -121,11 +121,14 @@ show_source(st.BatchTopKSAE.forward)
 # threshold $\tau$ solves $\sum_i \max(0, h_i - \tau) = 1$: the entries above $\tau$ form the support, and how many
 # there are depends on how the values of $h$ are spread. One dominant pre-activation gives a support of one; many
 # similar ones give a large support. The Sparsemax SAE normalises the input to unit norm, keeps $h$ on the
-# sparsemax support, and rescales the reconstruction by $\lVert x \rVert$:
+# sparsemax support, and rescales the reconstruction by $\lVert x \rVert$. This chapter trains
+# `st.SparsemaxActSAE`, the sparsemax support as the activation of a standard SAE (our simplification). The
+# published model is `st.SparsemaxSAE`: one concept matrix shared by the encoder and the decoder, no biases, a mask
+# that switches off latents firing on more than 10 % of inputs, and its own loss:
 
 # %%
 show_source(st.sae.sparsemax_threshold)
-show_source(st.SparsemaxSAE.forward)
+show_source(st.SparsemaxActSAE.forward)
 
 # %% [markdown]
 # Note the `h.detach()`: no gradient flows through the choice of the support, as none flows through the choice of
@@ -222,7 +225,7 @@ SPECS = {   # name: (model factory, extra TrainConfig fields)
     "Top-k + off-support L1": (lambda: st.TopKSAE(D, M, K, seed=0), dict(lambda_off=S["lambda_off"])),
     "Top-k + L1/L2": (lambda: st.TopKSAE(D, M, K, seed=0), dict(lambda_ratio=S["lambda_ratio"])),
     "BatchTopK": (lambda: st.BatchTopKSAE(D, M, K, seed=0), {}),
-    "Sparsemax": (lambda: st.SparsemaxSAE(D, M, seed=0), dict(auxk_alpha=0.0)),
+    "Sparsemax": (lambda: st.SparsemaxActSAE(D, M, seed=0), dict(auxk_alpha=0.0)),
 }
 saes, configs, histories = {}, {}, {}
 for name, (factory, extra) in SPECS.items():

@@ -1,7 +1,8 @@
 """sae_tutorial: Top-k sparse autoencoders on frozen vision embeddings, and the paper's sparsity regularizers.
 
 Where things live:
-    sae/          the SAE family (TopKSAE, BatchTopKSAE, ReLUSAE, SparsemaxSAE) and the sparse fast path
+    sae/          the SAE family (TopKSAE, BatchTopKSAE, ReLUSAE, SparsemaxSAE, SparsemaxActSAE, MultiTopKSAE,
+                  MatryoshkaSAE) and the sparse fast path
     losses.py     FVU reconstruction loss and AuxK
     regularizers.py  off-support ℓ1, ℓ1/ℓ2 ratio, batch-active mask (the paper's contribution)
     train.py      TrainConfig and train()
@@ -27,10 +28,12 @@ from .interop import load
 from .embed import embed, load_embeddings
 from .metrics import method_card
 from .modes import get_mode
-from .sae import BatchTopKSAE, ReLUSAE, SAEOutput, SparseAutoencoder, SparsemaxSAE, TopKSAE
+from .sae import (BatchTopKSAE, MatryoshkaSAE, MultiTopKSAE, ReLUSAE, SAEOutput, SparseAutoencoder, SparsemaxActSAE,
+                  SparsemaxSAE, TopKSAE)
 from .train import TrainConfig, train
 
-__all__ = ["TopKSAE", "BatchTopKSAE", "ReLUSAE", "SparsemaxSAE", "SparseAutoencoder", "SAEOutput",
+__all__ = ["TopKSAE", "BatchTopKSAE", "ReLUSAE", "SparsemaxSAE", "SparsemaxActSAE", "MultiTopKSAE", "MatryoshkaSAE",
+           "SparseAutoencoder", "SAEOutput",
            "TrainConfig", "train", "load", "get_mode", "embed", "load_embeddings", "method_card",
            "backbones", "book", "datasets", "experiments", "explorer", "interop", "losses", "metrics", "regularizers",
            "synthetic",

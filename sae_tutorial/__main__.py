@@ -88,7 +88,7 @@ def _train(args: argparse.Namespace) -> int:
     with _ranks(args.device) as (rank, device):
         x = _load_training_data(args.data, not args.no_normalize)
         cls = variants.VARIANTS[args.variant]
-        kwargs = {"k": args.k} if args.variant in ("TopKSAE", "BatchTopKSAE") else {}
+        kwargs = {"k": args.k} if cls.takes_k else {}
         sae = cls(x.shape[1], args.n_latents, seed=args.seed, **kwargs).to(device)
         cfg = TrainConfig(batch_size=args.batch_size, steps=args.steps, epochs=args.epochs, lr=args.lr,
                           lambda_off=args.lambda_off, lambda_ratio=args.lambda_ratio, reg_mask=not args.no_mask,

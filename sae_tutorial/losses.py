@@ -1,8 +1,10 @@
 """Training losses: FVU-normalised reconstruction and AuxK (Gao et al. 2024).
 
     L_rec = Σ_b ‖x_b − x̂_b‖² / Σ_b ‖x_b − x̄‖²                      (x̄: batch mean)
-    L_aux = min(n_dead / k_aux, 1) · Σ_b ‖e_b − ê_b‖² / Σ_b ‖x_b − x̄‖²
+    L_aux = min(n_dead / k_aux, 1) · Σ_b ‖e_b − ê_b‖² / N
             e = x − x̂ (detached),  ê_b = Σ_{j ∈ TopK_kaux(h_b over dead latents)} ReLU(h_bj) d_j   — no b_dec
+            N = Σ_b ‖x_b − x̄‖²  (norm="input", as EleutherAI sparsify)
+             or Σ_b ‖e_b − ē‖²  (norm="residual", as openai/sparse_autoencoder and dictionary_learning)
 
 The AuxK reconstruction models a residual, which has no offset: adding b_dec to ê (as three well-known
 libraries do) would ask dead latents to fit b_dec as well.
@@ -36,13 +38,20 @@ def fvu(x: Tensor, x_hat: Tensor, tv: Tensor | None = None) -> Tensor:
     return (_wide(x) - _wide(x_hat)).pow(2).sum() / tv.clamp_min(1e-30)
 
 
-def auxk_loss(sae, x: Tensor, out, dead: Tensor, k_aux: int, tv: Tensor | None = None) -> Tensor:
+AUXK_NORMS = ("input", "residual")
+
+
+def auxk_loss(sae, x: Tensor, out, dead: Tensor, k_aux: int, tv: Tensor | None = None,
+              norm: str = "input") -> Tensor:
     """AuxK: the top-k_aux dead latents of each row reconstruct the detached residual x − x̂ (no b_dec).
 
     sae: the model (its W_dec and encoder are used); out: its SAEOutput on x; dead: bool (m,).
     Slots beyond the number of dead latents are zeroed, and the loss is scaled by min(n_dead/k_aux, 1),
-    so it vanishes smoothly when nothing is dead; no host sync. tv: as in `fvu`.
+    so it vanishes smoothly when nothing is dead; no host sync. norm: the denominator N of the module docstring,
+    "input" or "residual"; tv: N when computed elsewhere (over the global batch in data-parallel training).
     """
+    if norm not in AUXK_NORMS:
+        raise ValueError(f"norm must be one of {AUXK_NORMS}, got {norm!r}")
     h = out.pre_acts
     masked = h.detach().masked_fill(~dead, float("-inf"))          # (B, m)
     idx = masked.topk(k_aux, dim=1, sorted=False).indices          # (B, k_aux)
@@ -50,4 +59,6 @@ def auxk_loss(sae, x: Tensor, out, dead: Tensor, k_aux: int, tv: Tensor | None =
     e_hat = sparse_decode(Support.of_topk(idx), vals.reshape(-1), sae.W_dec)   # (B, d), no b_dec
     e = (_wide(x) - _wide(out.x_hat)).detach()
     scale = (dead.sum() / k_aux).clamp(max=1.0)
-    return scale * fvu(e, e_hat, total_variance(x) if tv is None else tv)
+    if tv is None:
+        tv = total_variance(x if norm == "input" else e)
+    return scale * fvu(e, e_hat, tv)

@@ -15,7 +15,8 @@ D, M, K = 12, 40, 3
 
 def trained(variant: str):
     cls = VARIANTS[variant]
-    sae = cls(D, M, K, seed=1) if variant in ("TopKSAE", "BatchTopKSAE") else cls(D, M, seed=1)
+    extra = {"threshold_start": 0} if variant == "BatchTopKSAE" else {}   # θ moves within these 5 steps
+    sae = cls(D, M, K, seed=1, **extra) if cls.takes_k else cls(D, M, seed=1)
     st.train(sae, torch.randn(512, D), st.TrainConfig(batch_size=64, steps=5, progress=False))
     return sae
 

@@ -327,6 +327,7 @@ def test_evaluate_without_probes_or_budgets_and_its_card(tmp_path):
         assert training["lr"] == pytest.approx(default_lr(64))
         if sae.uses_auxk:
             assert training["k_aux"] == 8 and training["dead_after"] == "min(10M, training rows)"
+            assert training["auxk_norm"] == st.TrainConfig().auxk_norm
         else:
             assert training["auxk"] == "not used by this variant" and "k_aux" not in training
 

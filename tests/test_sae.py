@@ -12,7 +12,7 @@ D, M, K = 16, 64, 4
 
 def make(variant: str, **kw):
     cls = VARIANTS[variant]
-    if variant in ("TopKSAE", "BatchTopKSAE"):
+    if cls.takes_k:
         return cls(D, M, K, seed=0, **kw)
     return cls(D, M, seed=0, **kw)
 
@@ -27,7 +27,7 @@ def test_shapes_and_interface(variant):
         assert out.indices.shape == (8, K)
     else:
         assert out.indices is None
-    assert (out.codes >= 0).all()
+    assert (out.codes >= 0).all() or not sae.nonnegative_codes
     sae.eval()
     z = sae.encode(x)
     assert z.shape == (8, M)
@@ -37,12 +37,13 @@ def test_shapes_and_interface(variant):
     assert sae.W_dec.shape == (M, D) and sae.b_dec.shape == (D,)
 
 
-@pytest.mark.parametrize("variant", ["TopKSAE", "ReLUSAE", "SparsemaxSAE"])
+@pytest.mark.parametrize("variant", ["TopKSAE", "ReLUSAE", "SparsemaxSAE", "SparsemaxActSAE", "MultiTopKSAE",
+                                     "MatryoshkaSAE"])
 def test_inference_k_is_topk_of_relu(variant):
     sae = make(variant)
     x = torch.randn(5, D)
     z = sae.encode(x, k=3)
-    xin = F.normalize(x, dim=1) if variant == "SparsemaxSAE" else x
+    xin = F.normalize(x, dim=1) if variant.startswith("Sparsemax") else x
     a = F.relu(sae.pre_activations(xin))
     ref = torch.zeros_like(a).scatter(1, a.topk(3, dim=1).indices, a.topk(3, dim=1).values)
     torch.testing.assert_close(z, ref)
@@ -183,7 +184,7 @@ def test_output_fired_and_l0():
 
 
 def test_batchtopk_training_selects_batch_budget_and_learns_threshold():
-    sae = make("BatchTopKSAE")
+    sae = make("BatchTopKSAE", threshold_start=0)
     sae.train()
     x = torch.randn(16, D)
     out = sae(x)
@@ -199,15 +200,17 @@ def test_batchtopk_training_selects_batch_budget_and_learns_threshold():
     torch.testing.assert_close(z, a * (a > sae.threshold))
 
 
-def test_sparsemax_threshold_and_adaptive_support():
+@pytest.mark.parametrize("variant", ["SparsemaxSAE", "SparsemaxActSAE"])
+def test_sparsemax_threshold_and_adaptive_support(variant):
     h = torch.randn(50, 30, dtype=torch.float64) * 2
     tau = sparsemax_threshold(h)
     torch.testing.assert_close(F.relu(h - tau).sum(1), torch.ones(50, dtype=torch.float64))
-    sae = make("SparsemaxSAE")
+    sae = make(variant)
     out = sae(torch.randn(40, D) * 3)
     sizes = (out.codes > 0).sum(1)
     assert sizes.min() != sizes.max(), "the support should vary with the input"
     # scale equivariance: codes see the normalised input, the reconstruction is rescaled by ‖x‖
+    sae.eval()                                                  # (training moves the published model's idf mask)
     x = torch.randn(3, D)
     torch.testing.assert_close(sae(5 * x).x_hat, 5 * sae(x).x_hat, rtol=1e-5, atol=1e-5)
 

@@ -90,11 +90,13 @@ def test_default_lr_scaling():
     assert default_lr(2**16) == pytest.approx(1e-4)
 
 
-@pytest.mark.parametrize("variant", ["BatchTopKSAE", "ReLUSAE", "SparsemaxSAE"])
+@pytest.mark.parametrize("variant", ["BatchTopKSAE", "ReLUSAE", "SparsemaxSAE", "SparsemaxActSAE", "MultiTopKSAE",
+                                     "MatryoshkaSAE"])
 def test_every_variant_trains(variant):
     data = make_sparse_data(2048, D, 32, avg_active=3, seed=1)
     cls = st.sae.VARIANTS[variant]
-    sae = cls(D, M, K, seed=0) if variant == "BatchTopKSAE" else cls(D, M, seed=0)
+    extra = {"threshold_start": 5} if variant == "BatchTopKSAE" else {}
+    sae = cls(D, M, K, seed=0, **extra) if cls.takes_k else cls(D, M, seed=0)
     hist = st.train(sae, data.x, quiet(batch_size=128, steps=40, lr=3e-3, warmup_steps=5))
     assert math.isfinite(hist["loss"][-1]) and hist["fvu"][-1] < hist["fvu"][0]
     if variant == "BatchTopKSAE":

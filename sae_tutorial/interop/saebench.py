@@ -96,7 +96,7 @@ class SAEBenchAdapter(nn.Module):
     def decode(self, feature_acts: Tensor) -> Tensor:
         """Reconstructions (..., d_in) of codes (..., d_sae)."""
         flat, lead = self._flat(feature_acts, self.sae.n_latents)
-        if type(self.sae).__name__ == "SparsemaxSAE":
+        if type(self.sae).__name__ in ("SparsemaxSAE", "SparsemaxActSAE"):
             raise TypeError("a SparsemaxSAE's reconstruction rescales by ‖x‖, which codes alone do not carry: "
                             "use forward(x)")
         return self.sae.decode(flat).reshape(*lead, self.sae.d_in)

@@ -157,7 +157,8 @@ def _auxk_settings(sae: SparseAutoencoder, cfg: dict[str, Any]) -> dict[str, Any
 
     k_aux = resolve_k_aux(cfg.get("k_aux"), sae.d_in, sae.n_latents)
     dead_after = cfg.get("dead_after") or "min(10M, training rows)"
-    return {"auxk_alpha": cfg.get("auxk_alpha"), "k_aux": k_aux, "dead_after": dead_after}
+    return {"auxk_alpha": cfg.get("auxk_alpha"), "k_aux": k_aux, "dead_after": dead_after,
+            "auxk_norm": cfg.get("auxk_norm", "input")}   # configs from before the setting were "input"
 
 
 def _imported(sae: SparseAutoencoder) -> dict[str, Any]:

@@ -34,7 +34,9 @@ class SAEOutput:
     indices: Tensor | None            # (B, k) support of each row; None when the budget varies per row
     values: Tensor | None = None      # (B, k) code values at `indices`, or (E,) at `support`
     dense_codes: Tensor | None = None # (B, m) for variants without a fixed k
-    support: Support | None = None    # BatchTopK's training fast path: E entries, any number per row
+    support: Support | None = None    # fast paths with a ragged support (BatchTopK, Sparsemax): E entries
+    partials: Tensor | None = None    # (B, P, d) further reconstructions the variant's own loss reads in training
+                                      # (Multi-TopK: at 4k; Matryoshka: each prefix but the last)
 
     def _support(self) -> Support | None:
         return Support.of_topk(self.indices) if self.indices is not None else self.support
@@ -51,16 +53,16 @@ class SAEOutput:
     def l0(self) -> Tensor:
         """Mean number of non-zero codes per row (a 0-d tensor: no host sync)."""
         if self.dense_codes is None:
-            return (self.values > 0).sum().float() / self.pre_acts.shape[0]
-        return (self.dense_codes > 0).sum(1).float().mean()
+            return (self.values != 0).sum().float() / self.pre_acts.shape[0]
+        return (self.dense_codes != 0).sum(1).float().mean()
 
     def fired(self) -> Tensor:
         """Bool (m,): latents non-zero for at least one row of the batch."""
         if self.dense_codes is None:
             hits = torch.zeros(self.pre_acts.shape[1], device=self.values.device)
-            hits.index_add_(0, self._support().cols, (self.values > 0).float().reshape(-1))
+            hits.index_add_(0, self._support().cols, (self.values != 0).float().reshape(-1))
             return hits > 0
-        return (self.dense_codes > 0).any(0)
+        return (self.dense_codes != 0).any(0)
 
 
 def geometric_median(points: Tensor, iters: int = 100, tol: float = 1e-7) -> Tensor:
@@ -88,12 +90,17 @@ class SparseAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="sae_tutor
     has_fixed_k: ClassVar[bool] = True        # the output carries (B, k) indices
     uses_auxk: ClassVar[bool] = True          # dead latents are revived by AuxK in training
     per_row_budget: ClassVar[bool] = True     # forward(x, k=k') keeps each row's top-k' of ReLU(h)
+    nonnegative_codes: ClassVar[bool] = True  # codes are ReLU'd (the published Sparsemax SAE's are not)
+    takes_k: ClassVar[bool] = False           # the constructor takes a budget: cls(d_in, n_latents, k)
 
     def __init__(self, d_in: int, n_latents: int, *, seed: int | None = None):
         super().__init__()
         self.d_in = _checks.positive_int(d_in, "d_in")
         self.n_latents = _checks.positive_int(n_latents, "n_latents")
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        self._init_parameters(torch.Generator().manual_seed(seed) if seed is not None else None)
+
+    def _init_parameters(self, gen: torch.Generator | None) -> None:
+        """W_enc uniform in ±1/√d (nn.Linear's scale), W_dec its row-normalised copy, zero biases."""
         bound = 1.0 / math.sqrt(self.d_in)                         # nn.Linear's default scale
         W_enc = torch.empty(self.n_latents, self.d_in).uniform_(-bound, bound, generator=gen)
         self.W_enc = nn.Parameter(W_enc)                           # (m, d)
@@ -189,7 +196,13 @@ class SparseAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="sae_tutor
         """
         raise NotImplementedError
 
-    # ---- auxiliary losses and constraints ----
+    # ---- losses and constraints ----
+    def reconstruction_loss(self, x: Tensor, out: SAEOutput, tv: Tensor | None = None) -> Tensor:
+        """The variant's training reconstruction loss: FVU = Σ_b ‖x_b − x̂_b‖² / Σ_b ‖x_b − x̄‖² by default
+        (losses.fvu; tv: its denominator when computed elsewhere)."""
+        from ..losses import fvu
+        return fvu(x, out.x_hat, tv)
+
     def sparsity_loss(self, out: SAEOutput) -> Tensor:
         """A variant's own sparsity penalty (0 for budgeted variants)."""
         return out.x_hat.new_zeros(())
