@@ -103,10 +103,25 @@ def hub_sae_repo(root: Path, d: int = 1024, m: int = 8192, k: int = 32, seed: in
 
 
 # ---------------------------------------------------------------- the environment
-def install_line(root: Path = ROOT) -> str:
-    """The requirement every chapter's install cell passes to pip, pointed at `root` instead of GitHub."""
-    h = home.read_home(root)
-    return h.requirement.replace(f"git+{h.url}@{h.branch}", root.resolve().as_uri())
+TARGET_ENV = "SAE_TUTORIAL_REHEARSAL_TARGET"    # internal: the wheel the chapter processes install
+
+
+def install_line(target: Path | None = None) -> str:
+    """The requirement every chapter's install cell passes to pip, pointed at `target` (a wheel built from this
+    checkout, as a git+https URL builds one; default $SAE_TUTORIAL_REHEARSAL_TARGET, else the checkout itself)
+    instead of GitHub. A wheel makes a second install cell find the library already installed, as on Colab."""
+    h = home.read_home()
+    target = target or Path(os.environ.get(TARGET_ENV, ROOT))
+    return h.requirement.replace(f"git+{h.url}@{h.branch}", target.resolve().as_uri())
+
+
+def build_wheel(out: Path) -> Path:
+    """A wheel of this checkout in `out` (what pip builds from the git URL on Colab)."""
+    if out.exists():
+        shutil.rmtree(out)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return next(out.glob("sae_tutorial-*.whl"))
 
 
 def chapter_imports(root: Path = ROOT) -> list[str]:
@@ -235,10 +250,14 @@ def rehearse(out: Path, shrink: int = 8, chapters: list[str] | None = None, seed
     log = out / "install.log"
     log.write_text("")
     python = venv / "bin" / "python"
+    os.environ[TARGET_ENV] = str(build_wheel(out / "wheel"))
     if not (reuse_venv and python.exists()):
         print(f"fresh venv in {venv}: {', '.join(COLAB_RUNTIME)}, then pip install {install_line()!r} ...",
               flush=True)
         make_venv(venv, log)
+    else:               # a kept venv: this checkout's wheel replaces the library installed there
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps",
+                        os.environ[TARGET_ENV]], check=True, stdout=subprocess.DEVNULL)
     install_s = time.perf_counter() - t0
     missing = missing_imports(python)
     print(f"install: {install_s:.0f} s; chapter imports missing in the fresh venv: {missing or 'none'}", flush=True)

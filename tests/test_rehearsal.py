@@ -55,7 +55,7 @@ def test_chapters_are_prepared_as_on_colab():
     assert injected == ["# Injected by the Colab rehearsal\nPUBLIC_REPO = '/c/hub-stand-in/sae-for-vlm'"]
     nb1 = rehearsal.prepare(ROOT / "notebooks" / "01_topk_basics.ipynb")   # no BACKBONE_WEIGHTS: nothing injected
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb1.cells)
-    assert rehearsal.install_line() == f"sae-tutorial[colab] @ {ROOT.as_uri()}"
+    assert rehearsal.install_line(ROOT) == f"sae-tutorial[colab] @ {ROOT.as_uri()}"
     assert {"open_clip", "timm", "datasets", "umap", "torch", "sae_tutorial"} <= set(rehearsal.chapter_imports())
 
 
