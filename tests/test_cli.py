@@ -62,6 +62,7 @@ def test_torchrun_embedding_equals_one_process_and_resumes_on_any_number_of_rank
     """Two ranks (shard i on rank i mod 2) write the cache one process writes, bit for bit; a cache begun by two
     ranks is finished by one, and one begun by one is finished by two."""
     torchrun = str(Path(sys.executable).parent / "torchrun")
+    torch.set_num_threads(1)       # torchrun's ranks run with OMP_NUM_THREADS=1: the same numerics on both sides
     args = ["--backbone", "embedded", "--weights", "random", "--dataset", "synthetic", "--split", "train",
             "--shard-size", "16", "--batch-size", "8", "--num-workers", "0", "--no-progress"]
 
