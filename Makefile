@@ -51,6 +51,7 @@ $(BOOK_STAMP): $(STAMP) $(BOOK_SOURCES)
 
 test: $(STAMP) system $(BOOK_STAMP)
 	$(PY) -m pytest tests
+	@$(MAKE) --no-print-directory colab-rehearsal
 
 # Order independence: the suite once in a random order (pytest-randomly, its seed printed) and once in reverse
 # (pytest-reverse). Not part of `make test`; both plugins are installed on demand and removed afterwards, so the
@@ -61,9 +62,9 @@ test-order: $(STAMP) system $(BOOK_STAMP)
 	$(PY) -m pytest tests -p no:randomly --reverse || { $(PY) -m pip uninstall -q -y pytest-randomly pytest-reverse; exit 1; }
 	$(PY) -m pip uninstall -q -y pytest-randomly pytest-reverse
 
-# Not yet part of `make test` (it will be once every chapter passes it): every chapter's colab-mode cells, executed offline on the CPU in a fresh venv that holds only torch, torchvision and
-# ipykernel plus the chapters' own install line (pointed at this checkout): sae_tutorial/rehearsal.py. The one knob,
-# SAE_TUTORIAL_SHRINK (st.book.shrink), divides the chapters' sizes. The embedded default's caches are hard-linked
+# Part of `make test`, after pytest: every chapter's colab-mode cells, executed offline on the CPU in a fresh venv
+# that holds only torch, torchvision and ipykernel plus the chapters' own install line (pointed at this checkout):
+# sae_tutorial/rehearsal.py. The one knob, SAE_TUTORIAL_SHRINK (st.book.shrink), divides the chapters' sizes. The embedded default's caches are hard-linked
 # from the book build's cache when it has them. Report: _build/colab-rehearsal/report.md.
 REHEARSAL_SHRINK ?= 8
 colab-rehearsal: $(STAMP)

@@ -958,7 +958,9 @@ if MODE != "small":
             x_tr, _ = load_normalised(caches[name, key, "train"])
             x_ev, y_ev = load_normalised(caches[name, key, "validation"])
             real_sae = st.TopKSAE(x_tr.shape[1], **REAL_SAE, seed=0).to(DEVICE)
-            real_config = st.TrainConfig(**REAL_TRAIN, checkpoint_dir=str(run_dir), checkpoint_every=1000)
+            batch = min(REAL_TRAIN["batch_size"], len(x_tr))      # a small local folder: one batch per epoch
+            real_config = st.TrainConfig(**{**REAL_TRAIN, "batch_size": batch}, checkpoint_dir=str(run_dir),
+                                         checkpoint_every=1000)
             start = time.perf_counter()
             real_history = st.train(real_sae, x_tr.to(DEVICE), real_config)     # resumes from run_dir
             seconds = time.perf_counter() - start

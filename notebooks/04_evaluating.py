@@ -784,7 +784,9 @@ print(f"JSON twin: {card_cell.name}.json, next to the Markdown in the cell folde
 # %%
 paper = st.grid.PRESETS["paper"]
 print(f"paper grid: {len(st.grid.plan(paper))} cells, backbones {paper.backbones}, k {paper.ks}")
-if MODE != "small":
+if MODE != "small" and DEVICE != "cuda":
+    print(f"dry run skipped: it times training steps on a GPU (this device is {DEVICE})")
+elif MODE != "small":
     cost = st.grid.dry_run(paper)
     print(f"estimated {cost['hours'].sum():.1f} GPU-hours on this device "
           f"({cost.groupby('backbone')['hours'].sum().round(1).to_dict()})")

@@ -57,7 +57,7 @@ def imagenette_folder(root: Path, per_class: dict[str, int] | None = None, seed:
     on the short side, a few images per class (a coloured shape per class on noise), and noisy_imagenette.csv."""
     from PIL import Image, ImageDraw
 
-    per_class = per_class or {"train": 4, "val": 2}
+    per_class = per_class or {"train": 3, "val": 2}
     out = root / "imagenette2-320"
     rng = np.random.default_rng(seed)
     rows = ["path,noisy_labels_0,noisy_labels_1,noisy_labels_5,noisy_labels_25,noisy_labels_50,is_valid"]
@@ -183,7 +183,9 @@ def prepare(notebook: Path, cache: Path | None = None) -> "nbformat.NotebookNode
             source = "# Injected by the Colab rehearsal\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items())
             nb.cells.insert(params + 1, nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]}))
     colab = ("# Injected by the Colab rehearsal: look like a Colab kernel, so that the install cell runs\n"
-             "import sys, types\nsys.modules.setdefault('google.colab', types.ModuleType('google.colab'))")
+             "import importlib.machinery, sys, types\ncolab = types.ModuleType('google.colab')\n"
+             "colab.__spec__ = importlib.machinery.ModuleSpec('google.colab', None)  # find_spec() finds it\n"
+             "sys.modules.setdefault('google.colab', colab)")
     nb.cells.insert(0, nbformat.v4.new_code_cell(colab, metadata={"tags": ["injected-colab"]}))
     return nb
 
