@@ -11,6 +11,7 @@ Where things live:
     modes.py      SAE_TUTORIAL_MODE: small (CPU) / colab (one GPU) / full (the paper's scale)
     metrics/      every evaluation metric (FVU, MS, purity, k-robustness, probes, CKNNA) and method cards
     experiments.py   the paper's regularizer comparison
+    selection.py  λ chosen on a validation split (one rule), saved per backbone; Pareto fronts
     distributed.py   data-parallel training (torchrun)
     hub.py        hub-ready folders (save_pretrained / from_pretrained)
     interop/      SAEs of other libraries: st.load reads sparsify, SAELens, dictionary_learning, overcomplete;
@@ -22,7 +23,8 @@ Where things live:
 """
 from ._version import __version__
 
-from . import backbones, book, datasets, experiments, grid, losses, metrics, plots, regularizers, synthetic, verdicts
+from . import (backbones, book, datasets, experiments, grid, losses, metrics, plots, pretrained, regularizers, selection,
+               synthetic, verdicts)
 from . import explorer
 from . import interop
 from .interop import load
@@ -36,6 +38,6 @@ from .train import TrainConfig, train
 __all__ = ["TopKSAE", "BatchTopKSAE", "ReLUSAE", "SparsemaxSAE", "SparsemaxActSAE", "MultiTopKSAE", "MatryoshkaSAE",
            "SparseAutoencoder", "SAEOutput",
            "TrainConfig", "train", "load", "get_mode", "embed", "load_embeddings", "method_card",
-           "backbones", "book", "datasets", "experiments", "explorer", "interop", "losses", "metrics", "regularizers",
-           "synthetic",
+           "backbones", "book", "datasets", "experiments", "explorer", "interop", "losses", "metrics", "pretrained",
+           "regularizers", "selection", "synthetic",
            "__version__"]
