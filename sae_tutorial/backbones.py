@@ -96,6 +96,15 @@ class Backbone:
         return self.model(torch.stack([self.preprocess(im) for im in images]).to(device))
 
 
+def describe(info: dict[str, Any]) -> str:
+    """One line naming a backbone from its `Backbone.info()` (or an embedding cache's manifest["backbone"]):
+    what a method card's source_model can say."""
+    prov = info.get("provenance", {})
+    sha = f", SHA-256 {prov['weights_sha256'][:12]}…" if prov.get("weights_sha256") else ""
+    size = "×".join(str(v) for v in info["input_size"])
+    return f"{info['name']} = {info['model_id']}, weights {info['weights']}{sha}, input {size}, {info['pooling']}"
+
+
 def names() -> list[str]:
     return [*SPECS, *(f"{lib}:<arch>" for lib in GENERIC)]
 

@@ -29,6 +29,8 @@ def test_backbone_info_records_provenance():
     assert info["provenance"]["weights_sha256"] == pretrained.WEIGHTS_SHA256
     assert info["provenance"]["image_size"] == pretrained.IMAGE_SIZE
     assert "provenance" not in st.backbones.get("embedded", weights="random").info()   # others' manifests unchanged
+    line = st.backbones.describe(info)
+    assert pretrained.PACKAGE in line and pretrained.WEIGHTS_SHA256[:12] in line and "3×64×64" in line
 
 
 def test_altered_or_missing_weight_file_is_refused(tmp_path, monkeypatch):
