@@ -79,7 +79,8 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
     ks: inference budgets for k-robustness (default k/4..4k for fixed-k variants; [] skips it). probe_ns: truncation
     levels (default 1, 2, 4, ..., 32 and k; [] skips the probes). The probes (80/20 split) and CKNNA run on a
     uniform random sample of `sample_size` rows, re-encoded at the end; CKNNA on its first `cknna_samples`.
-    Keys: fvu, r2, cosine, l0, dead, dead_frac, decoder_orthogonality, ms_mean, ms_max, ms_mean_dead_zero
+    Keys: fvu, r2, cosine, l0, dead, dead_frac, rare, rare_frac (latents firing on fewer than top_n rows, the dead
+    included), decoder_orthogonality, ms_mean, ms_max, ms_mean_dead_zero
     (MonoLoss's mean, NaN counted as 0), fvu_k{k'}, cosine_k{k'}, purity, purity_weighted, purity_chance,
     probe_n{n}, probe_dense, cknna, and what was measured (variant, d_in, n_latents, k, n_samples, top_n).
     """
@@ -113,10 +114,12 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
         if emb is not None:
             emb.finish()
         dead, scores = firing.dead(), ms.scores()
+        rare = (firing.counts < top_n).cpu()
         report: dict[str, Any] = {
-            "variant": type(sae).__name__, "d_in": sae.d_in, "n_latents": m, "k": k, "n_samples": n,
+            "variant": type(sae).__name__, "d_in": sae.d_in, "n_latents": m, "k": k, "n_samples": n, "top_n": top_n,
             "fvu": recon.fvu(), "r2": recon.r2(), "cosine": recon.cosine(), "l0": firing.l0(),
             "dead": int(dead.sum()), "dead_frac": float(dead.float().mean()),
+            "rare": int(rare.sum()), "rare_frac": float(rare.float().mean()),
             "decoder_orthogonality": decoder_orthogonality(sae),
             "ms_mean": alive_mean(scores), "ms_max": alive_max(scores),
             "ms_mean_dead_zero": float(scores.nan_to_num(0.0).mean()),
@@ -225,8 +228,8 @@ def method_card(sae: SparseAutoencoder, report: dict[str, Any], provenance: dict
         },
         "metrics": {
             **{key: report.get(key) for key in ("n_samples", "fvu", "r2", "cosine", "l0", "dead", "dead_frac",
-                                                "ms_mean", "ms_max", "purity", "purity_weighted", "purity_chance",
-                                                "cknna", "decoder_orthogonality")},
+                                                "rare_frac", "ms_mean", "ms_max", "purity", "purity_weighted",
+                                                "purity_chance", "cknna", "decoder_orthogonality")},
             "k_robustness_fvu": _curve(report, "fvu_k"), "probe_accuracy": _curve(report, "probe_"),
         },
         "library": {"sae_tutorial": __version__, "config_hash": config_hash, **_imported(sae)},
