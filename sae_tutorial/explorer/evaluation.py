@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ..datasets import ImageDataset
@@ -42,7 +43,7 @@ def evaluation_images(provenance: dict[str, Any], rows: Tensor | None) -> Subset
     if found != recorded:
         raise ValueError(f"st.datasets.get({ds['name']!r}, {ds['split']!r}) is not the data set the cache embedded "
                          f"({recorded}); pass images= (image n of each row)")
-    return SubsetImages(dataset, rows)
+    return SubsetImages(dataset, torch.arange(provenance["rows"]) if rows is None else rows)   # a cache may be a prefix
 
 
 def open_evaluation(folder: str | Path, images: Any = None, *, top_n: int = 16, umap: bool | Any = False,
