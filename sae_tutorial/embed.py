@@ -392,6 +392,18 @@ class Embeddings:
     def __len__(self) -> int:
         return self.manifest["rows"]
 
+    def label_tensor(self, n: int | None = None) -> Tensor:
+        """Labels of the first n rows (default all): (n,) class ids (-1 = none), or multi-label an (n, C) 0/1
+        uint8 matrix."""
+        n = len(self) if n is None else min(n, len(self))
+        if self.label_offsets is None:
+            return self.labels[:n]
+        out = torch.zeros(n, len(self.classes), dtype=torch.uint8)
+        off = self.label_offsets
+        for i in range(n):
+            out[i, self.labels[off[i]:off[i + 1]]] = 1
+        return out
+
 
 def load_embeddings(out_dir: str | Path, verify: bool = True, partial: bool = False) -> Embeddings:
     """Load the cache in `out_dir`. verify: check every shard's sha256 (reads it all once). partial: accept a

@@ -137,15 +137,7 @@ def load_split(backbone: str, dataset: str, split: str, limit: int | None = None
 
     emb = load_embeddings(embed(backbone, dataset, split, limit=limit, progress=progress, **dataset_options))
     n = len(emb) if limit is None else min(limit, len(emb))
-    x = F.normalize(emb.x[:n].float(), dim=1)
-    if emb.label_offsets is None:
-        labels = emb.labels[:n]
-    else:
-        labels = torch.zeros(n, len(emb.classes), dtype=torch.uint8)
-        off = emb.label_offsets
-        for i in range(n):
-            labels[i, emb.labels[off[i]:off[i + 1]]] = 1
-    return x, labels, emb.classes
+    return F.normalize(emb.x[:n].float(), dim=1), emb.label_tensor(n), emb.classes
 
 
 # ---------------------------------------------------------------- one cell

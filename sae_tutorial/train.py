@@ -34,7 +34,8 @@ from .sae import SparseAutoencoder
 HISTORY_KEYS = ("loss", "fvu", "auxk", "sparsity", "r_off", "r_ratio", "l0", "dead_frac", "lr")
 STATE_FILE = "train_state.pt"
 # Fields that may change between a checkpoint and its resumption without changing the math.
-_RESUME_FREE = {"steps", "epochs", "progress", "checkpoint_dir", "checkpoint_every"}
+_RESUME_FREE = {"steps", "epochs", "progress", "checkpoint_dir", "checkpoint_every", "patience", "min_delta",
+                "val_every"}
 
 
 @dataclass
@@ -80,6 +81,10 @@ class TrainConfig:
     checkpoint_dir: str | None = None # where train_state.pt lives; an existing one is resumed
     checkpoint_every: int = 0         # steps between checkpoints (0: only at the end)
     progress: bool = True             # tqdm bar
+    val_every: int = 100              # steps between held-out FVU checks (only with train(val_data=))
+    patience: int | None = None       # early stopping: end after this many held-out checks in a row without an
+                                      # improvement; None: never (needs val_data)
+    min_delta: float = 0.0            # a check improves when its FVU < (1 - min_delta) · the best so far
 
     def __post_init__(self) -> None:
         _checks.positive_int(self.batch_size, "batch_size")
@@ -99,6 +104,11 @@ class TrainConfig:
         if self.dead_after is not None:
             _checks.positive_int(self.dead_after, "dead_after")
         _checks.positive_int(self.log_every, "log_every")
+        _checks.positive_int(self.val_every, "val_every")
+        if self.patience is not None:
+            _checks.positive_int(self.patience, "patience")
+        if _checks.non_negative(self.min_delta, "min_delta") >= 1:
+            raise ValueError(f"min_delta is a relative improvement and must be < 1, got {self.min_delta}")
         _checks.choice(self.reg_phi, "reg_phi", PHIS)
         _checks.choice(self.auxk_norm, "auxk_norm", AUXK_NORMS)
         _checks.choice(self.b_dec_init, "b_dec_init", ("geometric_median", "mean", "none"))
@@ -287,13 +297,35 @@ def _lr_at(step: int, lr: float, warmup: int) -> float:
     return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
 
 
+# ---------------------------------------------------------------- held-out checks
+def checks_without_improvement(val_fvu: list[float], min_delta: float) -> int:
+    """Held-out checks since the last improvement: check t improves when FVU_t < (1 - min_delta) · best_{<t}."""
+    best, since = math.inf, 0
+    for f in val_fvu:
+        best, since = (f, 0) if f < (1 - min_delta) * best else (best, since + 1)
+    return since
+
+
+def held_out_fvu(sae: SparseAutoencoder, x: Tensor, chunk_size: int = 8192) -> float:
+    """FVU of `sae` (in eval mode) on the rows of x, Σ‖x − x̂‖² / Σ‖x − x̄‖² over all of them (metrics.fvu)."""
+    from .metrics.reconstruction import Reconstruction
+
+    was_training, stats = sae.training, Reconstruction()
+    sae.eval()
+    with torch.no_grad():
+        for xb in x.split(chunk_size):
+            stats.update(xb, sae(xb).x_hat)
+    sae.train(was_training)
+    return stats.fvu()
+
+
 # ---------------------------------------------------------------- checkpoints
 def _save_state(path: Path, sae: SparseAutoencoder, opt: torch.optim.Optimizer, cfg: TrainConfig, step: int,
-                since_fired: Tensor, any_dead: bool, history: dict[str, list]) -> None:
+                since_fired: Tensor, any_dead: bool, history: dict[str, list], stopped: bool = False) -> None:
     state = {"variant": type(sae).__name__, "sae_config": sae.config(), "train_config": cfg.to_dict(),
              "sae": {k: v.detach().cpu() for k, v in sae.state_dict().items()},
              "optimizer": opt.state_dict(), "step": step, "since_fired": since_fired.cpu(),
-             "any_dead": any_dead, "history": history}
+             "any_dead": any_dead, "history": history, "stopped": stopped}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -316,12 +348,16 @@ def _load_state(path: Path, sae: SparseAutoencoder, cfg: TrainConfig) -> dict[st
 
 
 # ---------------------------------------------------------------- the loop
-def train(sae: SparseAutoencoder, data: Any, config: TrainConfig | None = None) -> dict[str, list]:
+def train(sae: SparseAutoencoder, data: Any, config: TrainConfig | None = None, *,
+          val_data: Any = None) -> dict[str, list]:
     """Train `sae` in place on `data` and return its history.
 
     data: a (N, d) tensor or array (kept on the model's device, reshuffled each epoch), or an iterable of
         (B, d) batches. history: {"step": [...], "loss": [...], "fvu", "auxk", "sparsity", "r_off",
         "r_ratio", "l0", "dead_frac", "lr"}, one entry per step.
+    val_data: held-out (N_val, d) rows. Every `config.val_every` steps their FVU (`held_out_fvu`) goes into
+        history["val_step"] / history["val_fvu"]; with `config.patience`, training ends once `patience` checks in a
+        row bring no improvement (`checks_without_improvement`), else after `steps` / `epochs` as usual.
     With `config.checkpoint_dir` set, an existing checkpoint there is resumed: on CPU with the same seed the
     final weights equal those of an uninterrupted run.
     """
@@ -338,11 +374,16 @@ def train(sae: SparseAutoencoder, data: Any, config: TrainConfig | None = None) 
     k_aux = resolve_k_aux(cfg.k_aux, sae.d_in, m)
     lr = cfg.lr or default_lr(m)
     use_aux_variant = sae.uses_auxk and cfg.auxk_alpha > 0
+    if cfg.patience is not None and val_data is None:
+        raise ValueError("TrainConfig.patience stops on the held-out FVU: pass train(..., val_data=)")
+    x_val = None if val_data is None else _checks.matrix(val_data, "val_data", sae.d_in).to(device=device, dtype=dtype)
 
     opt = make_optimizer(sae, cfg, lr)
     since_fired = torch.zeros(m, dtype=torch.long, device=device)  # samples since each latent last fired
     history: dict[str, list] = {"step": [], **{k: [] for k in HISTORY_KEYS}}
-    start, any_dead = 0, False
+    if x_val is not None:
+        history.update(val_step=[], val_fvu=[])
+    start, any_dead, stopped = 0, False, False
     state_path = Path(cfg.checkpoint_dir) / STATE_FILE if cfg.checkpoint_dir else None
     writer = group.rank == 0                                       # only rank 0 writes checkpoints and shows progress
     if state_path is not None and state_path.exists():
@@ -351,6 +392,9 @@ def train(sae: SparseAutoencoder, data: Any, config: TrainConfig | None = None) 
         opt.load_state_dict(state["optimizer"])
         since_fired.copy_(state["since_fired"])
         start, any_dead, history = state["step"], state["any_dead"], state["history"]
+        stopped = state.get("stopped", False)
+        if x_val is not None:
+            history.setdefault("val_step", []), history.setdefault("val_fvu", [])
     elif cfg.b_dec_init != "none":
         sae.init_b_dec(batches.sample(8192), cfg.b_dec_init)
 
@@ -386,7 +430,7 @@ def train(sae: SparseAutoencoder, data: Any, config: TrainConfig | None = None) 
     bar = tqdm(total=batches.total, initial=start, disable=not (cfg.progress and writer),
                desc=f"train {type(sae).__name__}")
     step = done = start
-    for step, x in enumerate(batches.from_step(start), start=start):
+    for step, x in enumerate(() if stopped else batches.from_step(start), start=start):
         lr_t = _lr_at(step, lr, cfg.warmup_steps)
         for param_group in opt.param_groups:
             param_group["lr"] = lr_t
@@ -404,14 +448,22 @@ def train(sae: SparseAutoencoder, data: Any, config: TrainConfig | None = None) 
         done = step + 1
         if done % cfg.log_every == 0:
             flush(step, refresh_dead=True)
+        if x_val is not None and done % cfg.val_every == 0:
+            history["val_step"].append(done)
+            history["val_fvu"].append(held_out_fvu(sae, x_val))
+            bar.set_postfix_str(f"held-out FVU {history['val_fvu'][-1]:.4f}", refresh=False)
+            stopped = (cfg.patience is not None
+                       and checks_without_improvement(history["val_fvu"], cfg.min_delta) >= cfg.patience)
         if state_path is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
             flush(step, refresh_dead=False)
             if writer:
-                _save_state(state_path, sae, opt, cfg, done, since_fired, any_dead, history)
+                _save_state(state_path, sae, opt, cfg, done, since_fired, any_dead, history, stopped)
+        if stopped:
+            break
     flush(step, refresh_dead=False)
     bar.close()
     if state_path is not None and writer:
-        _save_state(state_path, sae, opt, cfg, done, since_fired, any_dead, history)
+        _save_state(state_path, sae, opt, cfg, done, since_fired, any_dead, history, stopped)
     sae.eval()
     if not history["step"]:
         raise ValueError("no training step was run: data yielded no batch")

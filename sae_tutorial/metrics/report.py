@@ -119,7 +119,7 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
             emb.finish()
         dead, scores, counts = firing.dead(), ms.scores(), firing.counts.cpu()
         report: dict[str, Any] = {
-            "variant": type(sae).__name__, "d_in": sae.d_in, "n_latents": m, "k": k, "n_samples": n,
+            "variant": type(sae).__name__, "d_in": sae.d_in, "n_latents": m, "k": k, "n_samples": n, "top_n": top_n,
             "fvu": recon.fvu(), "r2": recon.r2(), "cosine": recon.cosine(), "l0": firing.l0(),
             "dead": int(dead.sum()), "dead_frac": float(dead.float().mean()),
             "decoder_orthogonality": decoder_orthogonality(sae),
@@ -234,8 +234,8 @@ def method_card(sae: SparseAutoencoder, report: dict[str, Any], provenance: dict
         },
         "metrics": {
             **{key: report.get(key) for key in ("n_samples", "fvu", "r2", "cosine", "l0", "dead", "dead_frac",
-                                                "ms_mean", "ms_max", "purity", "purity_weighted", "purity_chance",
-                                                "cknna", "decoder_orthogonality")},
+                                                "rare_frac", "ms_mean", "ms_max", "purity", "purity_weighted",
+                                                "purity_chance", "cknna", "decoder_orthogonality")},
             "k_robustness_fvu": _curve(report, "fvu_k"), "probe_accuracy": _curve(report, "probe_"),
         },
         "library": {"sae_tutorial": __version__, "config_hash": config_hash, **_imported(sae)},
