@@ -18,11 +18,13 @@ Where things live:
     backbones.py, datasets.py, embed.py   from images to cached embeddings
     grid.py, verdicts.py, plots.py        the paper's grid as resumable cells, its verdicts and figures
     book.py       what every chapter starts with (mode and device, showing the library's source)
+    exercises.py  the exercises' checks (st.exercises.check_*), their registry and the grader
+    course.py     the student notebooks and solutions, generated from the chapters (`make student`)
 """
 from ._version import __version__
 
 from . import backbones, book, datasets, experiments, grid, losses, metrics, plots, regularizers, synthetic, verdicts
-from . import explorer
+from . import exercises, explorer
 from . import interop
 from .interop import load
 from .embed import embed, load_embeddings
@@ -35,6 +37,6 @@ from .train import TrainConfig, train
 __all__ = ["TopKSAE", "BatchTopKSAE", "ReLUSAE", "SparsemaxSAE", "SparsemaxActSAE", "MultiTopKSAE", "MatryoshkaSAE",
            "SparseAutoencoder", "SAEOutput",
            "TrainConfig", "train", "load", "get_mode", "embed", "load_embeddings", "method_card",
-           "backbones", "book", "datasets", "experiments", "explorer", "interop", "losses", "metrics", "regularizers",
+           "backbones", "book", "datasets", "exercises", "experiments", "explorer", "interop", "losses", "metrics", "regularizers",
            "synthetic",
            "__version__"]

@@ -149,6 +149,21 @@ def _grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grade(args: argparse.Namespace) -> int:
+    """Run every check of a chapter on a filled-in student notebook and print the score table."""
+    from . import exercises
+
+    print(exercises.score_table(exercises.grade(args.notebook, chapter=args.chapter)))
+    return 0
+
+
+def _add_grade(commands) -> None:
+    p = commands.add_parser("grade", help="run every exercise check on a filled-in student notebook, print a score")
+    p.add_argument("notebook", help="a student notebook (.ipynb, or its jupytext .py), e.g. student/01_topk_basics.ipynb")
+    p.add_argument("--chapter", help="the chapter, e.g. 01_topk_basics (default: the notebook's file name)")
+    p.set_defaults(run=_grade)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sae_tutorial", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -216,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument("--dry-run", action="store_true", help="print the plan and its estimated device-hours")
         p.set_defaults(run=_grid)
 
+    _add_grade(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
