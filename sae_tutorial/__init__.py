@@ -37,6 +37,6 @@ from .train import TrainConfig, train
 __all__ = ["TopKSAE", "BatchTopKSAE", "ReLUSAE", "SparsemaxSAE", "SparsemaxActSAE", "MultiTopKSAE", "MatryoshkaSAE",
            "SparseAutoencoder", "SAEOutput",
            "TrainConfig", "train", "load", "get_mode", "embed", "load_embeddings", "method_card",
-           "backbones", "book", "datasets", "exercises", "experiments", "explorer", "interop", "losses", "metrics", "regularizers",
-           "synthetic",
+           "backbones", "book", "datasets", "exercises", "experiments", "explorer", "interop", "losses", "metrics",
+           "regularizers", "synthetic",
            "__version__"]
