@@ -20,12 +20,13 @@ import re
 from pathlib import Path
 
 from . import home as home_module
-from .exercises import Exercise, exercises
+from .exercises import Exercise, _defined, exercises
 
 ROOT = home_module.ROOT
 STUDENT = "student"
 TAG = "exercise"
 SOLUTION = re.compile(r"^````\{solution\} ([\w-]+)[^\n]*\n(.*?)^````[ \t]*$", re.M | re.S)
+JUPYTEXT_CELL_KEYS = {"lines_to_next_cell", "lines_to_end_of_cell_marker"}   # how the .py is laid out
 SOLUTION_OPTIONS = re.compile(r"\A(?::[\w-]+:[^\n]*\n)*\n?")
 
 
@@ -38,12 +39,6 @@ def _read(root: Path, stem: str):
     import jupytext
 
     return jupytext.read(root / "notebooks" / f"{stem}.py")
-
-
-def _defined(source: str) -> set[str]:
-    from .exercises import _defined as defined
-
-    return defined(source)
 
 
 def answer_cells(notebook, stem: str) -> list[tuple[Exercise, int]]:
@@ -102,14 +97,14 @@ def student_notebook(root: Path, stem: str):
     link = _solutions_link(home, stem)
     cells = []
     for i, cell in enumerate(notebook.cells):
-        tags = cell.metadata.get("tags", [])
+        metadata = {key: value for key, value in cell.metadata.items() if key not in JUPYTEXT_CELL_KEYS}
         if i in answers:
-            cells.append(nbformat.v4.new_code_cell(stub(cell.source, answers[i]), metadata={"tags": tags}))
+            cells.append(nbformat.v4.new_code_cell(stub(cell.source, answers[i]), metadata=metadata))
         elif cell.cell_type == "markdown":
             text = SOLUTION.sub(f"*The solution is in [solutions/{stem}.md]({link}).*", cell.source)
-            cells.append(nbformat.v4.new_markdown_cell(text, metadata=dict(cell.metadata)))
+            cells.append(nbformat.v4.new_markdown_cell(text, metadata=metadata))
         else:
-            cells.append(nbformat.v4.new_code_cell(cell.source, metadata=dict(cell.metadata)))
+            cells.append(nbformat.v4.new_code_cell(cell.source, metadata=metadata))
         if i == 0:
             cells.append(nbformat.v4.new_markdown_cell(
                 f"**Student notebook.** Each exercise's answer cell is a stub: write your answer there, then run the "
