@@ -5,7 +5,7 @@ student's answer, so nothing else changes.
 This executes six chapters, one at a time: minutes, not seconds. Measured at full small-mode size (no shrink) on a
 busy 2-core machine: 79, 122, 84, 61, 243 and 112 s wall (chapters 1-6), 701 s in all, about 430 s of kernel CPU.
 SAE_TUTORIAL_SHRINK (st.book.shrink) divides the sizes of chapters 1, 2, 5 and 6; this file sets it to SHRINK
-unless it is set.
+unless it is set (chapter 5 at SHRINK=4: 78 s instead of 243 s).
 Chapter 4 reads the embedded grid that `make book` computes first (`reproduce`, cached)."""
 import os
 from pathlib import Path
