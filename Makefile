@@ -13,7 +13,7 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 export SAE_TUTORIAL_CACHE ?= $(CURDIR)/.cache/sae_tutorial
 export MPLBACKEND ?= Agg
 
-.PHONY: install book test bench clean clean-cache system vendor-js home colab-rehearsal gpu-check test-order
+.PHONY: install book test bench clean clean-cache system vendor-js home student colab-rehearsal gpu-check test-order
 
 install: $(STAMP)
 
@@ -105,6 +105,12 @@ vendor-js:
 # The project's home is `repository:` in _config.yml; this rewrites every install line, Colab link and badge from it.
 home: $(STAMP)
 	$(PY) -m sae_tutorial.home
+
+# The student notebooks (student/*.ipynb: every exercise's answer a stub) and their solutions
+# (student/solutions/*.md), generated from the chapters' cells tagged `exercise` (sae_tutorial/course.py). They are
+# committed, so that their Colab links work; tests/test_course.py fails when they are out of date.
+student: $(STAMP)
+	$(PY) -m sae_tutorial.course
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py

@@ -18,7 +18,9 @@
 # %% [markdown]
 # # 1. Top-k basics
 #
-# [Open in Colab](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/notebooks/01_topk_basics.ipynb)
+# [Open in Colab](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/notebooks/01_topk_basics.ipynb) · [student notebook](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/student/01_topk_basics.ipynb) (the exercises as stubs)
+#
+# **Prerequisites:** Python, PyTorch tensors, dot products and norms. **Time:** about 90 minutes, of which exercises about 30.
 #
 # A sparse autoencoder (SAE) rewrites each embedding as the sum of a few directions taken from a large learned
 # dictionary. Before we point one at a vision model, where nobody knows the right answer, we train it on synthetic
@@ -137,13 +139,15 @@ show_source(st.losses.fvu)
 # ```{exercise} Top-k codes by hand
 # :label: ex-topk-codes
 #
+# *Exercise 1.1 · difficulty ●●○ · importance ●●● · about 15 minutes*
+#
 # Write `topk_codes(h, k)`: given pre-activations `h` of shape `(B, m)`, return the dense codes `z` of shape
 # `(B, m)`, with $z_{bj} = \operatorname{ReLU}(h_{bj})$ for the $k$ largest entries of row $b$ and $0$ elsewhere.
 # Use only `torch` operations: no loop over rows.
 #
-# The next code cell holds a reference answer, so that the notebook runs from top to bottom. On Colab, delete its
-# body, write your own and run the check cell after it: the check compares your codes with the library's
-# `sae(x).codes` on a batch of inputs.
+# In the book the next code cell holds a reference answer, so that the chapter runs from top to bottom; in the
+# student notebook (linked at the top) it is a stub for your answer. The check cell after it compares your codes
+# with the library's `sae(x).codes` on a batch of inputs.
 # ```
 #
 # ````{solution} ex-topk-codes
@@ -165,9 +169,9 @@ show_source(st.losses.fvu)
 # around.
 # ````
 
-# %%
+# %% tags=["exercise"]
 def topk_codes(h, k):
-    # Reference answer: replace these three lines with your own, then run the check below.
+    """Dense Top-k codes (B, m) of pre-activations h (B, m): ReLU(h) on the k largest entries of each row."""
     idx = h.topk(k, dim=1).indices                       # (B, k)
     vals = h.gather(1, idx).relu()                       # (B, k)
     return torch.zeros_like(h).scatter(1, idx, vals)     # (B, m)
@@ -175,28 +179,10 @@ def topk_codes(h, k):
 
 # %% [markdown]
 # The check runs a small, untrained Top-k SAE on random inputs of growing norm, so that some rows have fewer
-# than $k$ positive pre-activations, and compares:
+# than $k$ positive pre-activations, and compares your codes with `sae(x).codes`:
 
 # %%
-def check_topk_codes(fn):
-    """Compare fn(h, k) with the library's Top-k codes; an AssertionError says what differs."""
-    sae = st.TopKSAE(d_in=16, n_latents=64, k=5, seed=0)
-    scale = torch.linspace(0.1, 3, 32)[:, None]                  # rows of growing norm
-    x = torch.randn(32, 16, generator=torch.Generator().manual_seed(0)) * scale
-    with torch.no_grad():
-        sae.b_enc.fill_(-1.0)            # small inputs: few or no positive pre-activations
-        out = sae(x)
-        z = fn(out.pre_acts, sae.k)
-    assert isinstance(z, torch.Tensor) and z.shape == out.codes.shape, \
-        f"expected a tensor of shape {tuple(out.codes.shape)}, got {getattr(z, 'shape', z)}"
-    assert (z >= 0).all(), "some codes are negative: apply the ReLU to the selected values"
-    assert ((z != 0).sum(1) <= sae.k).all(), f"some rows have more than k={sae.k} non-zero codes"
-    assert torch.allclose(z, out.codes, atol=1e-6), \
-        "your codes differ from the library's: keep the ReLU of the k largest entries of each row"
-    print("Correct: your codes match sae(x).codes on all 32 inputs.")
-
-
-check_topk_codes(topk_codes)
+st.exercises.check_topk_codes(topk_codes)
 
 # %% [markdown]
 # And this is what the check says to a plausible wrong answer, which forgets the ReLU:
@@ -208,7 +194,7 @@ def topk_codes_wrong(h, k):
 
 
 try:
-    check_topk_codes(topk_codes_wrong)
+    st.exercises.check_topk_codes(topk_codes_wrong)
 except AssertionError as error:
     print("The check caught it:", error)
 
@@ -351,6 +337,8 @@ plt.show()
 # ```{exercise} FVU by hand
 # :label: ex-fvu
 #
+# *Exercise 1.2 · difficulty ●○○ · importance ●●● · about 10 minutes*
+#
 # Write `my_fvu(x, x_hat)` for two tensors of shape `(N, d)`: the summed squared error divided by the summed
 # squared distance of each $x_n$ to the mean input $\bar x$. Then predict, before running it: what is the FVU of
 # the "reconstruction" that outputs $\bar x$ for every input? And of $\hat x = 0$ when the data are not centred?
@@ -370,24 +358,20 @@ plt.show()
 # data. The check below prints both.
 # ````
 
-# %%
+# %% tags=["exercise"]
 def my_fvu(x, x_hat):
-    # Reference answer: replace this line with your own, then run the check below.
+    """FVU of x_hat (N, d) as a reconstruction of x (N, d): Σ‖x_n − x̂_n‖² / Σ‖x_n − x̄‖²."""
     return ((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
 
 
 # %%
+st.exercises.check_fvu(my_fvu)
 with torch.no_grad():
     x_hat_eval = sae(x_eval.to(DEVICE)).x_hat.cpu()
 for name, x_hat_try in [("the trained SAE", x_hat_eval),
                         ("the mean input", x_eval.mean(0).expand_as(x_eval)),
                         ("zero", torch.zeros_like(x_eval))]:
-    mine, library = float(my_fvu(x_eval, x_hat_try)), float(st.losses.fvu(x_eval, x_hat_try))
-    assert abs(mine - library) <= 1e-4 * max(1.0, library), (
-        f"for {name}, my_fvu gives {mine:.5f} but the library {library:.5f}: the denominator "
-        "is Σ‖x_n − x̄‖² over the whole batch (not per sample, not per dimension)")
-    print(f"FVU of {name:<16} {library:8.4f}  (yours: {mine:.4f})")
-print("Correct: my_fvu matches st.losses.fvu.")
+    print(f"FVU of {name:<16} {float(st.losses.fvu(x_eval, x_hat_try)):8.4f}")
 
 # %% [markdown]
 # ## Dead latents and AuxK
@@ -501,6 +485,8 @@ plt.show()
 # ```{exercise} Count the dead latents
 # :label: ex-dead
 #
+# *Exercise 1.3 · difficulty ●○○ · importance ●●○ · about 5 minutes*
+#
 # Write `my_dead_fraction(codes)`: given dense codes of shape `(N, m)` computed on a data set, return the
 # fraction of the $m$ latents that are zero on *every* input, as a Python float. Then look at the table above:
 # why can "dead in training" and "never fire on the data" differ?
@@ -520,22 +506,14 @@ plt.show()
 # definition the method cards use.
 # ````
 
-# %%
+# %% tags=["exercise"]
 def my_dead_fraction(codes):
-    # Reference answer: replace this line with your own, then run the check below.
+    """The fraction of the m latents that are zero on every row of codes (N, m), as a float."""
     return (codes == 0).all(dim=0).float().mean().item()
 
 
 # %%
-for (name, label), (small_sae, _, _) in dead_runs.items():
-    with torch.no_grad():
-        codes = small_sae.encode(EXPERIMENTS[name]["data"].x.to(DEVICE)).cpu()
-    expected = st.metrics.dead_latents(codes).float().mean().item()
-    mine = my_dead_fraction(codes)
-    assert isinstance(mine, float) and abs(mine - expected) < 1e-9, (
-        f"{name}, {label}: expected {expected:.4f}, got {mine!r}. A latent is dead when its "
-        "column of codes is zero in every row; return the fraction of such columns as a float")
-print("Correct: my_dead_fraction matches st.metrics.dead_latents on all four SAEs.")
+st.exercises.check_dead_fraction(my_dead_fraction)
 
 # %% [markdown]
 # ## Changing $k$ at inference time

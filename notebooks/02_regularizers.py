@@ -18,7 +18,9 @@
 # %% [markdown]
 # # 2. Sparsity regularizers
 #
-# [Open in Colab](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/notebooks/02_regularizers.ipynb)
+# [Open in Colab](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/notebooks/02_regularizers.ipynb) · [student notebook](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/student/02_regularizers.ipynb) (the exercises as stubs)
+#
+# **Prerequisites:** chapter 1; gradients and autograd. **Time:** about 90 minutes, of which exercises about 40.
 #
 # Chapter 1 ended on a weakness of Top-k SAEs: they fit their training budget $k$ so closely that a larger budget
 # at inference makes the reconstruction *worse*. *Beyond the Hard Budget* {cite:p}`jacquier2026beyond` keeps the
@@ -238,14 +240,16 @@ print("gradient on the supports:", grad_off[in_support].tolist())
 # ```{exercise} Off-support ℓ1 by hand
 # :label: ex-off-support
 #
+# *Exercise 2.1 · difficulty ●●○ · importance ●●● · about 20 minutes*
+#
 # Write `my_off_support_l1(h, idx, mask=True)`: given pre-activations `h` of shape `(B, m)` and the Top-k indices
 # `idx` of shape `(B, k)`, return $R_\text{off}$ as a 0-d tensor. With `mask=False`, $A$ is the set of all $m$
 # latents. First build the batch-active set $A$, then, for each row, the entries in $A$ but not in that row's
 # support, then sum their ReLU and divide by $B$.
 #
-# The next code cell holds a reference answer, so that the notebook runs from top to bottom. On Colab, delete its
-# body, write your own and run the check cell after it, which compares your function with the library's on the
-# worked example and on random batches.
+# In the book the next code cell holds a reference answer, so that the chapter runs from top to bottom; in the
+# student notebook (linked at the top) it is a stub for your answer. The check cell after it compares your
+# function with the library's on the worked example and on random batches.
 # ```
 #
 # ````{solution} ex-off-support
@@ -267,9 +271,10 @@ print("gradient on the supports:", grad_off[in_support].tolist())
 # would then *lower* the penalty), or dividing by the number of entries instead of by $B$. The check names each.
 # ````
 
-# %%
+# %% tags=["exercise"]
 def my_off_support_l1(h, idx, mask=True):
-    # Reference answer: replace these lines with your own, then run the check below.
+    """R_off of pre-activations h (B, m) with Top-k indices idx (B, k), over A = ∪_b S_b (all latents if not
+    mask), as a 0-d tensor."""
     B, m = h.shape
     active = torch.zeros(m, dtype=torch.bool)
     active[idx.reshape(-1)] = True
@@ -281,35 +286,7 @@ def my_off_support_l1(h, idx, mask=True):
 
 
 # %%
-def check_off_support(fn):
-    """Compare fn(h, idx, mask) with st.regularizers.off_support_l1; an AssertionError says what differs."""
-    gen = torch.Generator().manual_seed(0)
-    cases = [(h, idx)]
-    for _ in range(5):
-        hb = torch.randn(8, 20, generator=gen) - 0.3           # (B, m), some rows mostly negative
-        cases.append((hb, hb.topk(3, dim=1).indices))
-    for hb, ib in cases:
-        B = hb.shape[0]
-        for mask in (True, False):
-            mine, expected = float(fn(hb, ib, mask=mask)), float(REG.off_support_l1(hb, ib, mask=mask))
-            if math.isclose(mine, expected, rel_tol=1e-5, abs_tol=1e-6):
-                continue
-            active = REG.batch_active_mask(ib, hb.shape[1]) if mask else torch.ones(hb.shape[1], dtype=torch.bool)
-            hints = {"you summed over all of A, the support included: exclude each row's own S_b":
-                         float((hb.relu() * active).sum() / B),
-                     "the mask is ignored: with mask=True only latents in A = ∪_b S_b count":
-                         float(REG.off_support_l1(hb, ib, mask=not mask)),
-                     "you divided by B·m (a mean over entries): divide by the batch size B":
-                         expected * B / hb.numel() if mask else expected / hb.shape[1],
-                     "the ReLU is missing: negative pre-activations must add 0, not lower the penalty": float(
-                         (hb * active.expand_as(hb).clone().scatter(1, ib, False)).sum() / B)}
-            hint = next((text for text, value in hints.items() if math.isclose(mine, value, rel_tol=1e-5)),
-                        "compare with the worked example: R_off = 0.3 with the mask, 0.5 without")
-            raise AssertionError(f"mask={mask}: expected {expected:.5f}, got {mine:.5f}; {hint}")
-    print(f"Correct: your R_off matches the library's on {len(cases)} batches, with and without the mask.")
-
-
-check_off_support(my_off_support_l1)
+st.exercises.check_off_support(my_off_support_l1)
 
 # %% [markdown]
 # And this is what the check says to a plausible wrong answer, which forgets to leave out the support:
@@ -321,7 +298,7 @@ def my_off_support_l1_wrong(h, idx, mask=True):
 
 
 try:
-    check_off_support(my_off_support_l1_wrong)
+    st.exercises.check_off_support(my_off_support_l1_wrong)
 except AssertionError as error:
     print(textwrap.fill(f"The check caught it: {error}", 88))
 
@@ -367,6 +344,8 @@ print("p_b · ∇(plain ℓ1) for each row:", [f"{v:+.3f}" for v in (p * (p > 0)
 # ```{exercise} Which way does ℓ1/ℓ2 push?
 # :label: ex-ratio-sign
 #
+# *Exercise 2.2 · difficulty ●●● · importance ●●○ · about 20 minutes*
+#
 # For one row with positive entries $p$, differentiate $R(p) = \|p\|_1 / \|p\|_2$ with respect to $p_j$. Find the
 # threshold $t$ such that a gradient-descent step *grows* $p_j$ when $p_j > t$ and *shrinks* it when $p_j < t$.
 # Then write `descent_direction(p)`, which returns a tensor of the same shape with $+1$ where descent grows the
@@ -391,39 +370,22 @@ print("p_b · ∇(plain ℓ1) for each row:", [f"{v:+.3f}" for v in (p * (p > 0)
 # robustness to $k'$: after training, the latents just below the cut carry little.
 # ````
 
-# %%
+# %% tags=["exercise"]
 def descent_direction(p):
-    # Reference answer: replace these lines with your own, then run the check below.
+    """+1 where a gradient-descent step on ‖p‖₁/‖p‖₂ grows the entry of p (positive, 1-D), −1 where it shrinks it."""
     t = (p ** 2).sum() / p.sum()
     return torch.where(p > t, 1.0, -1.0)
 
 
 # %%
-def check_descent_direction(fn):
-    """Compare fn(p) with the sign of −∂R/∂p from autograd on random positive rows."""
-    gen = torch.Generator().manual_seed(1)
-    for trial in range(20):
-        p = (torch.rand(12, generator=gen) ** 3 + 0.01).requires_grad_(True)   # skewed: a few large entries
-        (p.sum() / p.norm()).backward()
-        expected = -torch.sign(p.grad)                         # +1: descent grows p_j
-        mine = torch.as_tensor(fn(p.detach()), dtype=torch.float32)
-        assert mine.shape == p.shape, f"expected shape {tuple(p.shape)}, got {tuple(mine.shape)}"
-        wrong = (mine != expected).nonzero().squeeze(1).tolist()
-        values = [round(v, 3) for v in p.detach()[wrong].tolist()]
-        assert not wrong, (
-            f"row {trial}: wrong sign for entries {wrong} (values {values}); the threshold is not "
-            f"the mean of p ({float(p.detach().mean()):.3f}): set ∂R/∂p_j = 0 and solve for p_j")
-    print("Correct: your directions match autograd on 20 random rows.")
-
-
-check_descent_direction(descent_direction)
+st.exercises.check_descent_direction(descent_direction)
 
 # %% [markdown]
 # A natural guess is that entries above the average grow. The check catches it:
 
 # %%
 try:
-    check_descent_direction(lambda p: torch.where(p > p.mean(), 1.0, -1.0))
+    st.exercises.check_descent_direction(lambda p: torch.where(p > p.mean(), 1.0, -1.0))
 except AssertionError as error:
     print(textwrap.fill(f"The check caught it: {error}", 88))
 

@@ -18,7 +18,9 @@
 # %% [markdown]
 # # 3. Training on vision backbones
 #
-# [Open in Colab](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/notebooks/03_vision_backbones.ipynb)
+# [Open in Colab](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/notebooks/03_vision_backbones.ipynb) · [student notebook](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/student/03_vision_backbones.ipynb) (the exercises as stubs)
+#
+# **Prerequisites:** chapter 1. **Time:** about 75 minutes, of which exercises about 20.
 #
 # So far our SAEs have read synthetic vectors. The paper this book reproduces {cite:p}`jacquier2026beyond` trains
 # them on the image embeddings of three frozen vision models: CLIP ViT-L/14 {cite:p}`radford2021clip`, SigLIP2
@@ -202,6 +204,8 @@ shards
 # ```{exercise} What survives a kill
 # :label: ex-kill
 #
+# *Exercise 3.1 · difficulty ●○○ · importance ●●○ · about 10 minutes*
+#
 # An extraction of `n_total` images with shards of `shard_size` rows is killed (SIGKILL: no clean-up code runs)
 # after the backbone has embedded `images_done` images, where `images_done` is not a multiple of `shard_size`.
 # Write `after_kill(images_done, shard_size, n_total)` returning two numbers:
@@ -209,8 +213,9 @@ shards
 # 1. the rows the manifest lists after the kill;
 # 2. how many images the rerun, with the same arguments, sends through the backbone to finish the cache.
 #
-# The next code cell holds a reference answer. On Colab, replace its body with your own, then run the kill
-# below and the check after it.
+# In the book the next code cell holds a reference answer, so that the chapter runs from top to bottom; in the
+# student notebook (linked at the top) it is a stub for your answer. Write it, then run the kill below and the
+# check after it.
 # ```
 #
 # ````{solution} ex-kill
@@ -230,9 +235,9 @@ shards
 # ViT-L/14 on a T4, a few minutes. A smaller shard loses less but writes more files.
 # ````
 
-# %%
+# %% tags=["exercise"]
 def after_kill(images_done, shard_size, n_total):
-    # Reference answer: replace these two lines with your own, then run the check below.
+    """(rows the manifest lists after the kill, images the rerun sends through the backbone)."""
     listed = images_done // shard_size * shard_size
     return listed, n_total - listed
 
@@ -337,33 +342,18 @@ print("numerics of the cache:", resumed["numerics"])
 # its manifest's `mixed_numerics` lists each later segment's settings and first row, so nobody mistakes it for a
 # bit-identical one. A finished cache is only read, whatever the settings.
 #
-# The check of your `after_kill` uses the numbers of this run, then two more cases:
+# The check of your `after_kill` uses the numbers of this run, then three more cases:
 
 # %%
-def check_after_kill(fn):
-    """Compare fn with the kill above and two more cases; an AssertionError says what differs."""
-    cases = [((images_done, 1000, 10_000), (killed_manifest["rows"], rerun_images), "the kill above"),
-             ((999, 1000, 10_000), (0, 10_000), "a kill before the first shard is full"),
-             ((9_500, 4096, 10_000), (8192, 1808), "shards of 4,096 rows")]
-    for args, (rows, redo), what in cases:
-        got = tuple(int(v) for v in fn(*args))
-        assert got[0] == rows, (
-            f"{what}, after_kill{args}: the manifest lists {rows:,} rows, you said {got[0]:,}. Rows "
-            "embedded since the last full shard were only in the killed process's memory")
-        assert got[1] == redo, (
-            f"{what}, after_kill{args}: the rerun embeds {redo:,} images, you said {got[1]:,}. It starts "
-            "at the first row the manifest does not list and goes to the end")
-    print("Correct: after_kill matches the killed run and both other cases.")
-
-
-check_after_kill(after_kill)
+st.exercises.check_after_kill(after_kill, observed=((images_done, 1000, 10_000),
+                                                    (killed_manifest["rows"], rerun_images)))
 
 # %% [markdown]
 # A plausible wrong answer, which assumes every embedded image was saved, is caught:
 
 # %%
 try:
-    check_after_kill(lambda images_done, shard_size, n_total: (images_done, n_total - images_done))
+    st.exercises.check_after_kill(lambda images_done, shard_size, n_total: (images_done, n_total - images_done))
 except AssertionError as error:
     print("The check caught it:", error)
 
@@ -452,6 +442,8 @@ plt.show()
 # ```{exercise} Normalise the embeddings
 # :label: ex-normalise
 #
+# *Exercise 3.2 · difficulty ●○○ · importance ●●○ · about 5 minutes*
+#
 # Write `l2_normalise(x)`: given embeddings of shape `(N, d)`, return each row divided by its L2 norm. A row of
 # zeros must come back as zeros (no NaN). Then answer: after normalisation, what is the largest possible
 # squared distance between two embeddings, and why does that make one learning rate fit all three backbones?
@@ -476,29 +468,15 @@ plt.show()
 # similarity, which is how CLIP-style models compare images, is a plain dot product.
 # ````
 
-# %%
+# %% tags=["exercise"]
 def l2_normalise(x):
-    # Reference answer: replace this line with your own, then run the check below.
+    """Each row of x (N, d) divided by its L2 norm; a row of zeros stays zero."""
     return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 # %%
-def check_l2_normalise(fn):
-    """Compare fn with the library's preparation of the cached test embeddings, and with awkward inputs."""
-    mine = fn(raw_test.clone())
-    assert mine.shape == raw_test.shape, f"expected shape {tuple(raw_test.shape)}, got {tuple(mine.shape)}"
-    assert torch.allclose(mine.norm(dim=1), torch.ones(len(mine)), atol=1e-5), \
-        "some rows do not have norm 1: divide each row by its own norm (dim=1)"
-    assert torch.allclose(mine, x_test, atol=1e-6), "your rows differ from grid.load_split's"
-    odd = torch.tensor([[3.0, -4.0], [0.0, 0.0], [1e-3, 0.0]])   # signed, a zero row, a tiny row
-    got = fn(odd)
-    assert torch.isfinite(got).all(), "a row of zeros gave NaN or Inf: guard the division"
-    assert torch.allclose(got, torch.tensor([[0.6, -0.8], [0.0, 0.0], [1.0, 0.0]]), atol=1e-6), \
-        f"on [[3, -4], [0, 0], [0.001, 0]] expected [[0.6, -0.8], [0, 0], [1, 0]], got {got.tolist()}"
-    print("Correct: l2_normalise matches grid.load_split, and keeps zero rows at zero.")
-
-
-check_l2_normalise(l2_normalise)
+st.exercises.check_l2_normalise(l2_normalise)
+assert torch.allclose(torch.nn.functional.normalize(raw_test, dim=1), x_test, atol=1e-6)   # = load_split's
 
 # %% [markdown]
 # ## Training an SAE on the embedded default
@@ -651,6 +629,8 @@ display(Markdown(re.sub(r"^(#+) ", r"###\1 ", card_md.read_text(), flags=re.MULT
 # ```{exercise} The learning rate at the paper's scale
 # :label: ex-lr
 #
+# *Exercise 3.3 · difficulty ●○○ · importance ●○○ · about 5 minutes*
+#
 # When `TrainConfig.lr` is `None`, the library follows {cite:t}`gao2024scaling`: the Adam learning rate shrinks
 # with the number of latents $m$ as $2\times 10^{-4} / \sqrt{m / 2^{14}}$. Write `gao_lr(n_latents)`. What does
 # the rule give for the paper's $m = 8192$, and how does that compare with the $10^{-4}$ that MonoLoss uses
@@ -672,20 +652,16 @@ display(Markdown(re.sub(r"^(#+) ", r"###\1 ", card_md.read_text(), flags=re.MULT
 # the rule gives $8\times 10^{-4}$, close to the $10^{-3}$ of the `embedded` preset.
 # ````
 
-# %%
+# %% tags=["exercise"]
 def gao_lr(n_latents):
-    # Reference answer: replace this line with your own, then run the check below.
+    """The Adam learning rate of Gao et al. for a dictionary of n_latents latents."""
     return 2e-4 / (n_latents / 2**14) ** 0.5
 
 
 # %%
-for m in (1024, 4096, 8192, 16384, 65536):
-    expected, mine = default_lr(m), gao_lr(m)
-    assert abs(mine - expected) <= 1e-9 * expected, (
-        f"for m={m} the rule gives {expected:.3g}, you gave {mine:.3g}: the learning rate shrinks as m "
-        "grows, dividing by the square root of m / 2^14")
-print(f"Correct. m=8192: {gao_lr(8192):.2e} (MonoLoss: 1e-4); m={sae.n_latents}: "
-      f"{gao_lr(sae.n_latents):.1e} (embedded preset: {EMBEDDED.train['lr']:.0e})")
+st.exercises.check_gao_lr(gao_lr)
+print(f"the rule at m={sae.n_latents}: {default_lr(sae.n_latents):.1e} "
+      f"(embedded preset: {EMBEDDED.train['lr']:.0e})")
 
 # %% [markdown]
 # ## The paper's scale: three backbones × ImageNet-1K and Open Images V7

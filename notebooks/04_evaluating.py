@@ -18,7 +18,9 @@
 # %% [markdown]
 # # 4. Evaluating interpretability
 #
-# [Open in Colab](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/notebooks/04_evaluating.ipynb)
+# [Open in Colab](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/notebooks/04_evaluating.ipynb) · [student notebook](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/student/04_evaluating.ipynb) (the exercises as stubs)
+#
+# **Prerequisites:** chapters 1 to 3; what a t statistic is. **Time:** about 120 minutes, of which exercises about 40.
 #
 # An SAE that reconstructs well is not yet an interpretable one. This chapter builds the measuring instruments
 # one at a time (reconstruction, sparsity, the Monosemanticity Score, class purity, robustness to the budget,
@@ -281,6 +283,8 @@ assert gap < 1e-9 and torch.equal(slow.isnan(), fast.isnan())
 # ```{exercise} The Monosemanticity Score of four images
 # :label: ex-ms-by-hand
 #
+# *Exercise 4.1 · difficulty ●●○ · importance ●●● · about 15 minutes*
+#
 # Four images have unit embeddings $e_1 = e_2 = (1, 0)$, $e_3 = (0, 1)$, $e_4 = (0.6, 0.8)$, and one latent
 # activates on them with $a = (2, 1, 3, 5)$. Compute its MS by hand (a fraction is fine) and store it in `ms_hand`.
 # The check cell compares it with the library.
@@ -302,34 +306,19 @@ assert gap < 1e-9 and torch.equal(slow.isnan(), fast.isnan())
 # Forgetting the normalisation (weights $a_n a_m$) gives $23/41 \approx 0.561$ instead.
 # ````
 
-# %%
-ms_hand = 22 / 35   # reference answer: replace it with your own, then run the check below
+# %% tags=["exercise"]
+ms_hand = 22 / 35
 
 
 # %%
-def check_ms_hand(value):
-    """Compare a hand-computed MS with the library; an AssertionError says what went wrong."""
-    e = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
-    a = torch.tensor([[2.0], [1.0], [3.0], [5.0]])
-    truth = float(st.metrics.monosemanticity(a, e)[0])
-    raw = 23 / 41                                           # pairs weighted by a_n a_m, not normalised
-    t2 = float((a.squeeze() - 1).div(4).pow(2).sum())       # Σ ã², the weight of the self-pairs (s_nn = 1)
-    with_self = (0.55 + t2) / (0.875 + t2)                  # pairs n ≤ m instead of n < m
-    value = float(value)
-    assert abs(value - raw) > 1e-6, "you weighted pairs by the raw activations: min-max normalise them first"
-    assert abs(value - float(with_self)) > 1e-6, "you included the pairs of an image with itself: use n < m only"
-    assert abs(value - truth) < 1e-6, f"{value:.4f} is not the MS of this latent: see the solution"
-    print(f"Correct: MS = {truth:.4f}.")
-
-
-check_ms_hand(ms_hand)
+st.exercises.check_ms_hand(ms_hand)
 
 # %% [markdown]
 # And what the check says to the un-normalised answer:
 
 # %%
 try:
-    check_ms_hand(23 / 41)
+    st.exercises.check_ms_hand(23 / 41)
 except AssertionError as error:
     print("The check caught it:", error)
 
@@ -391,6 +380,8 @@ show_source(st.metrics.purity_chance)
 # ```{exercise} Purity of one latent
 # :label: ex-purity
 #
+# *Exercise 4.2 · difficulty ●○○ · importance ●●○ · about 10 minutes*
+#
 # Eight images have classes `[0, 0, 1, 2, 0, 0, 1, 2]` and a latent activates on them with
 # `[5, 0, 4, 0, 3, 2.5, 0, 1]`. With `top_n = 4`, compute its binary purity and its weighted purity, and store them
 # in `purity_hand` and `weighted_hand`.
@@ -405,27 +396,14 @@ show_source(st.metrics.purity_chance)
 # $4/8 = 0.5$.
 # ````
 
-# %%
-purity_hand, weighted_hand = 3 / 4, 10.5 / 14.5   # reference answer: replace with your own, run the check
+# %% tags=["exercise"]
+purity_hand, weighted_hand = 3 / 4, 10.5 / 14.5
 
 
 # %%
-def check_purity(binary, weighted):
-    """Compare hand-computed purities with the library."""
-    labels = torch.tensor([0, 0, 1, 2, 0, 0, 1, 2])
-    acts = torch.tensor([5, 0, 4, 0, 3, 2.5, 0, 1])[:, None]                     # (N=8, m=1)
-    truth = float(st.metrics.class_purity(acts, labels, top_n=4)[0])
-    truth_w = float(st.metrics.class_purity(acts, labels, top_n=4, weighted=True)[0])
-    assert abs(float(binary) - 0.5) > 1e-9, "you used all images: keep the top 4 among those with a > 0"
-    assert abs(float(binary) - truth) < 1e-6, f"binary purity {binary} is wrong: see the solution"
-    assert abs(float(weighted) - truth_w) < 1e-6, \
-        f"weighted purity {weighted} is wrong: weight each of the top 4 images by its activation"
-    print(f"Correct: purity = {truth:.3f}, weighted purity = {truth_w:.3f}.")
-
-
-check_purity(purity_hand, weighted_hand)
+st.exercises.check_purity(purity_hand, weighted_hand)
 try:
-    check_purity(0.5, 0.5)
+    st.exercises.check_purity(0.5, 0.5)
 except AssertionError as error:
     print("The check caught a wrong answer:", error)
 
@@ -622,6 +600,8 @@ show_source(st.verdicts.effect)
 # ```{exercise} Deciding a verdict
 # :label: ex-verdict
 #
+# *Exercise 4.3 · difficulty ●●○ · importance ●●○ · about 15 minutes*
+#
 # Write `classify(deltas, sign)`, which returns `"supports"`, `"contradicts"` or `"inconclusive"` for one effect
 # by the rule above (`sign` is +1 when the claim predicts an increase, −1 for a decrease), and
 # `verdict(statuses)`, which turns a claim's list of statuses into `"holds"`, `"mixed"` or `"does not hold"`.
@@ -651,9 +631,9 @@ show_source(st.verdicts.effect)
 # two effects supports: **mixed**.
 # ````
 
-# %%
+# %% tags=["exercise"]
 def classify(deltas, sign):
-    # Reference answer: replace the body with your own, then run the check below.
+    """The status of one effect: "supports", "contradicts" or "inconclusive" (sign: the predicted sign, ±1)."""
     n = len(deltas)
     mean = sum(deltas) / n
     s = (sum((d - mean) ** 2 for d in deltas) / (n - 1)) ** 0.5 if n > 1 else 0.0
@@ -662,6 +642,7 @@ def classify(deltas, sign):
 
 
 def verdict(statuses):
+    """The verdict of a claim from its list of statuses: "holds", "mixed" or "does not hold"."""
     k = statuses.count("supports")
     return "holds" if k == len(statuses) else "does not hold" if k == 0 else "mixed"
 
@@ -670,39 +651,18 @@ verdict_by_hand = "mixed"
 
 
 # %%
-def check_verdicts(classify, verdict, by_hand):
-    """Compare classify/verdict with st.verdicts on 300 random effects, edge cases, and the exercise's claim."""
-    rng = np.random.default_rng(0)
-    cases = [([0.1, 0.1, 0.1], 1), ([0.1, 0.1, 0.1], -1), ([0.0, 0.0], 1), ([0.2], 1)]
-    cases += [(list(rng.normal(rng.normal(0, 1), rng.uniform(0.2, 3), rng.integers(2, 10))), int(rng.choice([-1, 1])))
-              for _ in range(300)]
-    for deltas, sign in cases:
-        want = st.verdicts.effect("x", deltas, sign)["status"]
-        got = classify(deltas, sign)
-        assert got == want, f"classify({np.round(deltas, 3).tolist()}, {sign}) gave {got!r}, the rule gives {want!r}"
-    for statuses, want in [(["supports", "supports"], "holds"), (["supports", "inconclusive"], "mixed"),
-                           (["inconclusive", "contradicts"], "does not hold"), (["supports", "contradicts"], "mixed")]:
-        assert verdict(statuses) == want, f"verdict({statuses}) gave {verdict(statuses)!r}, expected {want!r}"
-    effects = [st.verdicts.effect("a", [0.02, 0.03, 0.025, 0.01, 0.04, 0.02], 1),
-               st.verdicts.effect("b", [0.05, -0.04, 0.06, -0.03, 0.01, 0.02], 1)]
-    truth = verdict([e["status"] for e in effects])
-    assert by_hand == truth, f"the exercise's claim is not {by_hand!r}: compute t for each effect"
-    print(f"Correct: your rule matches st.verdicts on {len(cases)} effects; the claim's verdict is {truth!r} "
-          f"(t = {effects[0]['t']:.2f} and {effects[1]['t']:.2f}).")
-
-
-check_verdicts(classify, verdict, verdict_by_hand)
+st.exercises.check_verdicts(classify, verdict, verdict_by_hand)
 
 # %% [markdown]
 # A plausible wrong rule, which judges by the sign of the mean alone, and a wrong verdict:
 
 # %%
 try:
-    check_verdicts(lambda d, s: "supports" if s * np.mean(d) > 0 else "contradicts", verdict, verdict_by_hand)
+    st.exercises.check_verdicts(lambda d, s: "supports" if s * np.mean(d) > 0 else "contradicts", verdict, verdict_by_hand)
 except AssertionError as error:
     print("The check caught it:", error)
 try:
-    check_verdicts(classify, verdict, "holds")
+    st.exercises.check_verdicts(classify, verdict, "holds")
 except AssertionError as error:
     print("The check caught it:", error)
 

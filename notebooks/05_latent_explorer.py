@@ -17,7 +17,9 @@
 # %% [markdown]
 # # 5. Latent explorer
 #
-# [Open in Colab](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/notebooks/05_latent_explorer.ipynb)
+# [Open in Colab](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/notebooks/05_latent_explorer.ipynb) · [student notebook](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/student/05_latent_explorer.ipynb) (the exercises as stubs)
+#
+# **Prerequisites:** chapters 1, 3 and 4 (MS and purity). **Time:** about 60 minutes, of which exercises about 20.
 #
 # A metric such as the Monosemanticity Score condenses a whole dictionary into one number. To know what a
 # single latent *means*, you have to look at it: the images that switch it on most, how strongly it fires across
@@ -396,6 +398,8 @@ for name in MODELS:
 # ```{exercise} Top images by hand
 # :label: ex-top-images
 #
+# *Exercise 5.1 · difficulty ●○○ · importance ●●○ · about 10 minutes*
+#
 # Write `my_top_images(codes, j, n)`: given dense codes of shape `(N, m)` and a latent `j`, return a 1-D tensor of
 # the row indices of the `n` images with the largest activation of latent `j`, strongest first, *among the images
 # where it fires* (activation > 0). The check compares your answer with the precomputed `top_rows` on the
@@ -417,9 +421,9 @@ for name in MODELS:
 # dense `(N, m)` matrix: it keeps a running top-`n` per latent while streaming the codes.
 # ````
 
-# %%
+# %% tags=["exercise"]
 def my_top_images(codes, j, n):
-    # Reference answer: replace these lines with your own and run the check below.
+    """Row indices of the n images where latent j of codes (N, m) fires most, strongest first."""
     a = codes[:, j]
     rows = a.argsort(descending=True)[:n]
     return rows[a[rows] > 0]
@@ -430,24 +434,7 @@ with torch.no_grad():
     codes_base = torch.cat(list(st.explorer.encode(saes[BASE], x_test)))                 # (10000, m) dense
 N_TOP = 15
 
-
-def check_top_images(fn):
-    """Compare fn(codes, j, N_TOP) with the precomputed top images of the baseline SAE."""
-    s = stats[BASE]
-    alive = s.alive.nonzero().squeeze(1)
-    rarest = alive[s.count[alive].argsort()[:3]].tolist()
-    for j in s.order("MS")[:3].tolist() + rarest:
-        expected = [r for r in s.top_rows[:N_TOP, j].tolist() if r >= 0]
-        got = [int(r) for r in fn(codes_base, j, N_TOP)]
-        assert len(got) == len(expected), (
-            f"latent {j} fires on {int(s.count[j])} images; expected {len(expected)} top images, got {len(got)}: "
-            "keep at most n, and only images where the latent fires")
-        assert got == expected, f"latent {j}: expected rows {expected[:5]}..., got {got[:5]}...: strongest first"
-    print(f"Correct: your top images match the precomputed ones on {3 + len(rarest)} latents, "
-          f"including the rarest (firing on {[int(s.count[j]) for j in rarest]} images).")
-
-
-check_top_images(my_top_images)
+st.exercises.check_top_images(my_top_images)
 
 # %% [markdown]
 # The check on a plausible wrong answer, which takes the top `n` without asking whether the latent fires:
@@ -458,7 +445,7 @@ def my_top_images_wrong(codes, j, n):
 
 
 try:
-    check_top_images(my_top_images_wrong)
+    st.exercises.check_top_images(my_top_images_wrong)
 except AssertionError as error:
     print("The check caught it:", error)
 
@@ -467,6 +454,8 @@ except AssertionError as error:
 #
 # ```{exercise} Similar decoder rows
 # :label: ex-similar
+#
+# *Exercise 5.2 · difficulty ●●○ · importance ●●○ · about 10 minutes*
 #
 # Write `my_similar(W_dec, j, n)`: the indices of the `n` latents whose decoder rows have the largest cosine
 # similarity with row `j` of `W_dec` (shape `(m, d)`), most similar first, never `j` itself. Then answer: why is
@@ -491,9 +480,9 @@ except AssertionError as error:
 # far from parallel (cosines printed in "What to look at").
 # ````
 
-# %%
+# %% tags=["exercise"]
 def my_similar(W_dec, j, n):
-    # Reference answer: replace these lines with your own and run the check below.
+    """The n latents whose rows of W_dec (m, d) are most cosine-similar to row j, most similar first, not j."""
     W = torch.nn.functional.normalize(W_dec, dim=1)
     cos = W @ W[j]
     cos[j] = -float("inf")
@@ -501,19 +490,7 @@ def my_similar(W_dec, j, n):
 
 
 # %%
-def check_similar(fn):
-    """Compare fn(W_dec, j, 5) with the explorer's list of similar latents, for both SAEs."""
-    for name, explorer in explorers.items():
-        W = saes[name].W_dec.detach()
-        for j in stats[name].order("MS")[:5].tolist():
-            expected = [i for i, _ in explorer.renderer.similar(j, 5)]
-            got = [int(i) for i in fn(W.clone(), j, 5)]
-            assert j not in got, f"{name}, latent {j}: your list contains {j} itself; exclude the latent's own row"
-            assert got == expected, f"{name}, latent {j}: expected {expected}, got {got} (most similar first)"
-    print("Correct: my_similar matches the explorer's similar decoder rows for both SAEs.")
-
-
-check_similar(my_similar)
+st.exercises.check_similar(my_similar)
 
 # %%
 def my_similar_wrong(W_dec, j, n):
@@ -521,7 +498,7 @@ def my_similar_wrong(W_dec, j, n):
 
 
 try:
-    check_similar(my_similar_wrong)
+    st.exercises.check_similar(my_similar_wrong)
 except AssertionError as error:
     print("The check caught it:", error)
 

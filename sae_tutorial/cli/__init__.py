@@ -7,6 +7,7 @@
     (embed and train are data-parallel under torchrun --nproc_per_node=N -m sae_tutorial ...)
     python -m sae_tutorial reproduce --preset embedded --out DIR                   the paper's grid + verdicts
     python -m sae_tutorial sweep --grid paper --out DIR [--dry-run]                any preset grid, resumable
+    python -m sae_tutorial grade student/01_topk_basics.ipynb                      score a student's exercises
 
 Bad input ends with one line naming it and exit status 2.
 """
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import evaluate, explore, grid, train
+from . import evaluate, explore, grade, grid, train
 
 
 class Parser(argparse.ArgumentParser):
@@ -35,6 +36,7 @@ def parser() -> Parser:
     evaluate.add_parser(commands)
     explore.add_parser(commands)
     grid.add_grid_parsers(commands)
+    grade.add_parser(commands)
     return p
 
 
