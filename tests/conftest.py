@@ -5,6 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# sparsify picks its decoder once, at import, from this variable; its Triton one needs a GPU. Set before any test
+# imports it (a chapter executed by test_course can import it before tests/test_interop.py's fixture runs).
+os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
