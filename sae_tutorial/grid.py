@@ -32,7 +32,7 @@ from . import _checks
 from .checkpoint import atomic_write
 from .experiments import regularizer_runs
 from .sae import TopKSAE
-from .train import TrainConfig, train
+from .train import TrainConfig, held_out_fvu, train
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,20 @@ class GridSpec:
     masks: tuple[bool, ...] = (True, False)
     limit: int | None = None                                   # rows per split (None: all)
     data_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # st.datasets.get options per data set
+    main_k: int | None = None                                  # the k that gets `main_seeds` (more seeds)
+    main_seeds: tuple[int, ...] = ()                           # seeds at main_k (default: seeds)
+    validation: float = 0.0                                    # training rows held out (plateau stop, λ choice)
+    sweep: dict[str, tuple[float, ...]] = field(default_factory=dict)  # λ swept per TrainConfig field, at main_k
+    sweep_seeds: tuple[int, ...] = (0,)
+    front_ks: tuple[int, ...] = ()                             # the baseline's k-front (seed sweep_seeds[0])
+    cross_model: bool = False                                  # also score MS in the next backbone's space
+    ablation_ks: tuple[int, ...] | None = None                 # ks with the mask-off ablation (None: every k)
+
+    def seeds_at(self, k: int) -> tuple[int, ...]:
+        return self.main_seeds if k == self.main_k and self.main_seeds else self.seeds
+
+    def masks_at(self, k: int) -> tuple[bool, ...]:
+        return self.masks if self.ablation_ks is None or k in self.ablation_ks else tuple(m for m in self.masks if m)
 
     def with_data_options(self, options: dict[str, dict[str, Any]]) -> "GridSpec":
         """This grid reading its data sets with `options`, e.g. {"open-images-v7": {"repo": ..., "classes": ...}}."""
@@ -109,22 +123,57 @@ class Cell:
     overrides: tuple[tuple[str, Any], ...]      # TrainConfig fields of the method
 
     @property
+    def lam(self) -> float:
+        """The cell's regularizer weight (0 for the baseline)."""
+        o = dict(self.overrides)
+        return float(o.get("lambda_off") or o.get("lambda_ratio") or 0.0)
+
+    @property
     def key(self) -> str:
         mask = "" if self.mask is None else ("_mask" if self.mask else "_nomask")
         method = self.method.replace("/", "-").replace(" ", "-")
-        return f"{self.backbone}_{self.dataset}_k{self.k}_{method}{mask}_s{self.seed}".replace(":", "-")
+        lam = f"_lam{self.lam:g}" if self.lam else ""
+        return f"{self.backbone}_{self.dataset}_k{self.k}_{method}{mask}{lam}_s{self.seed}".replace(":", "-")
 
     def describe(self) -> dict[str, Any]:
         return {"backbone": self.backbone, "dataset": self.dataset, "k": self.k, "method": self.method,
                 "mask": self.mask, "seed": self.seed, "cell": self.key}
 
 
-def plan(spec: GridSpec) -> list[Cell]:
-    """All cells of the grid, in a fixed order."""
-    runs = regularizer_runs(spec.lambda_off, spec.lambda_ratio, spec.masks)
-    return [Cell(b, ds, tr, ev, k, run["method"], run["mask"], seed, tuple(sorted(run["overrides"].items())))
-            for b in spec.backbones for ds, tr, ev in spec.datasets for k in spec.ks for seed in spec.seeds
-            for run in runs]
+def plan(spec: GridSpec, chosen: dict[str, dict[str, float]] | None = None) -> list[Cell]:
+    """All cells of the grid, in a fixed order: per backbone, data set, k and seed (`spec.seeds_at(k)`), the
+    baseline and each regularizer with the mask on and (at `spec.ablation_ks`) off, at λ = chosen[backbone] (TrainConfig field names, from
+    the selection stage) or the spec's λ."""
+    cells = []
+    for b in spec.backbones:
+        lam = (chosen or {}).get(b, {})
+        lam_off, lam_ratio = lam.get("lambda_off", spec.lambda_off), lam.get("lambda_ratio", spec.lambda_ratio)
+        cells += [Cell(b, ds, tr, ev, k, run["method"], run["mask"], seed, tuple(sorted(run["overrides"].items())))
+                  for ds, tr, ev in spec.datasets for k in spec.ks for seed in spec.seeds_at(k)
+                  for run in regularizer_runs(lam_off, lam_ratio, spec.masks_at(k))]
+    return cells
+
+
+def plan_selection(spec: GridSpec) -> list[Cell]:
+    """The cells that come before the grid: the λ sweep (per backbone and data set, at main_k and each of
+    sweep_seeds, the baseline and each regularizer with the mask on at every swept λ) and the baseline's k-front
+    (front_ks, first sweep seed). Cells equal to grid cells share their folders, so none is trained twice."""
+    cells: dict[str, Cell] = {}
+    methods = {"lambda_off": "off-support l1", "lambda_ratio": "l1/l2"}
+    for b in spec.backbones:
+        for ds, tr, ev in spec.datasets:
+            for seed in spec.sweep_seeds if spec.sweep else ():
+                cells.setdefault(Cell(b, ds, tr, ev, spec.main_k, "baseline", None, seed, ()).key,
+                                 Cell(b, ds, tr, ev, spec.main_k, "baseline", None, seed, ()))
+                for name, values in spec.sweep.items():
+                    for lam in values:
+                        c = Cell(b, ds, tr, ev, spec.main_k, methods[name], True, seed,
+                                 tuple(sorted({name: lam, "reg_mask": True}.items())))
+                        cells.setdefault(c.key, c)
+            for k in spec.front_ks:
+                c = Cell(b, ds, tr, ev, k, "baseline", None, spec.sweep_seeds[0], ())
+                cells.setdefault(c.key, c)
+    return list(cells.values())
 
 
 # ---------------------------------------------------------------- data
@@ -141,10 +190,25 @@ def load_split(backbone: str, dataset: str, split: str, limit: int | None = None
 
 
 # ---------------------------------------------------------------- one cell
+def cross_backbone(spec: GridSpec, backbone: str) -> str | None:
+    """The backbone whose space scores a cell's cross-model MS: the next one of spec.backbones (cyclically)."""
+    if not spec.cross_model or len(spec.backbones) < 2:
+        return None
+    i = spec.backbones.index(backbone)
+    return spec.backbones[(i + 1) % len(spec.backbones)]
+
+
 def run_cell(cell: Cell, spec: GridSpec, out: Path, data_fn: Callable = load_split, threads: int | None = None,
              progress: bool = False) -> dict[str, Any]:
-    """Train and evaluate one cell (or read its finished report)."""
+    """Train and evaluate one cell (or read its finished report).
+
+    With spec.validation > 0 a seeded fraction of the training rows is held out (selection.validation_split):
+    training stops on their FVU (TrainConfig.patience) and the report carries it as val_fvu, the number the λ
+    choice reads. The test metrics come from the evaluation split; with spec.cross_model MS is also scored in the
+    embedding space of another backbone on the same images (ms_cross_*, `cross_backbone`).
+    """
     from .metrics import evaluate, method_card
+    from .selection import validation_split
 
     cdir = out / "cells" / cell.key
     report_path = cdir / "report.json"
@@ -155,13 +219,21 @@ def run_cell(cell: Cell, spec: GridSpec, out: Path, data_fn: Callable = load_spl
     options = spec.data_options.get(cell.dataset, {})
     x_tr, _, _ = data_fn(cell.backbone, cell.dataset, cell.train_split, spec.limit, **options)
     x_ev, y_ev, _ = data_fn(cell.backbone, cell.dataset, cell.eval_split, spec.limit, **options)
+    x_val = None
+    if spec.validation:
+        fit, val = validation_split(len(x_tr), spec.validation)
+        x_tr, x_val = x_tr[fit], x_tr[val]
+    other = cross_backbone(spec, cell.backbone)
+    e_cross = None if other is None else data_fn(other, cell.dataset, cell.eval_split, spec.limit, **options)[0]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     sae = TopKSAE(x_tr.shape[1], spec.n_latents, cell.k, seed=cell.seed).to(device)
     cfg = TrainConfig(**{**spec.train, "seed": cell.seed, "progress": progress, **dict(cell.overrides)})
     start = time.perf_counter()
-    hist = train(sae, x_tr.to(device), cfg)
+    hist = train(sae, x_tr.to(device), cfg, val_data=x_val)
     seconds = time.perf_counter() - start
-    report = evaluate(sae, x_ev, labels=y_ev, **spec.evaluate)
+    report = evaluate(sae, x_ev, labels=y_ev, cross_embeddings=e_cross, **spec.evaluate)
+    if x_val is not None:
+        report["val_fvu"] = held_out_fvu(sae, x_val)
     cdir.mkdir(parents=True, exist_ok=True)
     sae.save(cdir / "sae.safetensors")
     provenance = {"source_model": cell.backbone, "layer": "image embedding (see st.backbones)",
@@ -170,9 +242,17 @@ def run_cell(cell: Cell, spec: GridSpec, out: Path, data_fn: Callable = load_spl
                   "preprocessing": "backbone transform; embeddings L2-normalised", "train_config": cfg,
                   "name": cell.key, "steps": len(hist["step"])}
     method_card(sae, report, provenance, cdir)
-    row = {**cell.describe(), "lambda": cfg.lambda_off or cfg.lambda_ratio, **report, "train_seconds": seconds}
+    curves = {key: hist[key] for key in ("step", "fvu", "dead_frac", "val_step", "val_fvu") if key in hist}
+    atomic_write(cdir / "history.json", lambda tmp: tmp.write_text(json.dumps(curves, default=float)))
+    row = {**cell.describe(), "lambda": cell.lam, "steps": len(hist["step"]), "epochs": _epochs(hist, cfg, len(x_tr)),
+           "cross_space": other, **report, "train_seconds": seconds}
     atomic_write(report_path, lambda tmp: tmp.write_text(json.dumps(row, indent=1, default=float)))
     return row
+
+
+def _epochs(hist: dict[str, list], cfg: TrainConfig, rows: int) -> float:
+    """Passes over the training rows that training made (it may stop early on the held-out FVU)."""
+    return len(hist["step"]) * cfg.batch_size / rows
 
 
 def _run_cell_job(args: tuple) -> dict[str, Any]:
@@ -180,43 +260,83 @@ def _run_cell_job(args: tuple) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- the grid
-def run_grid(spec: GridSpec, out: str | Path, *, jobs: int = 1, data_fn: Callable = load_split,
-             progress: bool = True):
-    """Run every cell not yet done (in `jobs` processes), then write out/results.csv and results.json.
-
-    Returns the results as a pandas DataFrame, one row per cell in plan order.
-    """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    out = Path(out)
-    jobs = _checks.positive_int(jobs, "jobs")
-    if data_fn is load_split:
-        spec.check_data_options()
-    cells = plan(spec)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "spec.json", lambda tmp: tmp.write_text(json.dumps(dataclasses.asdict(spec), indent=1)))
+def _run_cells(cells: list[Cell], spec: GridSpec, out: Path, jobs: int, data_fn: Callable, bar) -> list[dict]:
+    """Run the cells not yet done (in `jobs` processes, once every split they read is cached, so that workers
+    never race to build a cache) and return every cell's report, in order."""
     todo = [c for c in cells if not (out / "cells" / c.key / "report.json").exists()]
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"grid {spec.name}", disable=not progress)
+    bar.total += len(cells)
+    bar.update(len(cells) - len(todo))
     if jobs == 1 or len(todo) <= 1:
         for cell in todo:
             run_cell(cell, spec, out, data_fn)
             bar.update(1)
-    else:
-        for cell in todo[:1]:  # the first cell builds the embedding caches once, before workers race for them
-            run_cell(cell, spec, out, data_fn)
+        return _reports(cells, out)
+    for backbone, dataset, split in sorted({(b, c.dataset, s) for c in todo for s in (c.train_split, c.eval_split)
+                                            for b in (c.backbone, cross_backbone(spec, c.backbone)) if b}):
+        data_fn(backbone, dataset, split, spec.limit, **spec.data_options.get(dataset, {}))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ctx = torch.multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+        for _ in pool.map(_run_cell_job, [(c, spec, out, data_fn, threads) for c in todo]):
             bar.update(1)
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        ctx = torch.multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
-            for _ in pool.map(_run_cell_job, [(c, spec, out, data_fn, threads) for c in todo[1:]]):
-                bar.update(1)
-    bar.close()
-    rows = [json.loads((out / "cells" / c.key / "report.json").read_text()) for c in cells]
+    return _reports(cells, out)
+
+
+def _reports(cells: list[Cell], out: Path) -> list[dict]:
+    return [json.loads((out / "cells" / c.key / "report.json").read_text()) for c in cells]
+
+
+def select(spec: GridSpec, rows: list[dict]) -> dict[str, dict[str, Any]]:
+    """λ per backbone from the sweep's VALIDATION FVU (selection.choose_lambdas), as
+    {backbone: {"lambda_off", "lambda_ratio", "selection": choose_lambdas' record}}; without a sweep, the spec's λ."""
+    from .selection import REGULARIZERS, choose_lambdas
+
+    fixed = {"lambda_off": spec.lambda_off, "lambda_ratio": spec.lambda_ratio}
+    if not spec.sweep:
+        return {b: dict(fixed) for b in spec.backbones}
+    sweep = [{**r, "fvu": r["val_fvu"]} for r in rows if r["k"] == spec.main_k and r["seed"] in spec.sweep_seeds]
+    choice = choose_lambdas(sweep)
+    return {b: {**fixed, **{REGULARIZERS[m]: c["lambda"] for m, c in choice.get(b, {}).items()},
+                "selection": choice.get(b, {})} for b in spec.backbones}
+
+
+def _write_table(out: Path, name: str, rows: list[dict]):
+    import pandas as pd
+
     table = pd.DataFrame(rows)
-    atomic_write(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
-    atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(rows, indent=1, default=float)))
+    atomic_write(out / f"{name}.csv", lambda tmp: table.to_csv(tmp, index=False))
+    atomic_write(out / f"{name}.json", lambda tmp: tmp.write_text(json.dumps(rows, indent=1, default=float)))
     return table
+
+
+def run_grid(spec: GridSpec, out: str | Path, *, jobs: int = 1, data_fn: Callable = load_split,
+             progress: bool = True):
+    """Run every cell not yet done (in `jobs` processes), then write the tables into `out`.
+
+    Stages: (1) the λ sweep and the baseline's k-front (`plan_selection`); (2) λ per backbone, chosen on the
+    validation rows (`select`, written to out/lambdas.json); (3) the grid at those λ (`plan`). Tables:
+    results.csv/.json (the grid, one row per cell in plan order) and, when stage 1 has cells, fronts.csv/.json
+    (its rows: test metrics, and val_fvu). Returns the results as a pandas DataFrame.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    jobs = _checks.positive_int(jobs, "jobs")
+    if spec.sweep and spec.main_k is None:
+        raise ValueError(f"grid {spec.name!r} sweeps λ but has no main_k to sweep it at")
+    if data_fn is load_split:
+        spec.check_data_options()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "spec.json", lambda tmp: tmp.write_text(json.dumps(dataclasses.asdict(spec), indent=1)))
+    bar = tqdm(total=0, desc=f"grid {spec.name}", disable=not progress)
+    front = _run_cells(plan_selection(spec), spec, out, jobs, data_fn, bar)
+    chosen = select(spec, front)
+    atomic_write(out / "lambdas.json", lambda tmp: tmp.write_text(json.dumps(chosen, indent=1, default=float)))
+    rows = _run_cells(plan(spec, chosen), spec, out, jobs, data_fn, bar)
+    bar.close()
+    if front:
+        _write_table(out, "fronts", front)
+    return _write_table(out, "results", rows)
 
 
 # ---------------------------------------------------------------- the plan and its cost
@@ -325,13 +445,14 @@ def dry_run(spec: GridSpec, throughput: dict[tuple, float | dict[str, float]] | 
     return pd.DataFrame(rows)
 
 
-def load_results(out: str | Path):
-    """The results table a finished grid wrote (pandas DataFrame)."""
+def load_results(out: str | Path, name: str = "results"):
+    """A table a finished grid wrote (pandas DataFrame): "results" (the grid) or "fronts" (the λ sweep and the
+    baseline's k-front)."""
     import pandas as pd
 
-    path = Path(out) / "results.csv"
+    path = Path(out) / f"{name}.csv"
     if not path.exists():
-        raise FileNotFoundError(f"no results table at {path}: run the grid first")
+        raise FileNotFoundError(f"no {name} table at {path}: run the grid first")
     return pd.read_csv(path)
 
 
@@ -344,4 +465,25 @@ def reproduce(preset: str = "embedded", out: str | Path | None = None, *, jobs: 
     _checks.choice(preset, "preset", tuple(PRESETS))
     spec = PRESETS[preset].with_data_options(data_options or {})
     out = Path(out) if out is not None else cache_dir() / "reproduce" / f"{preset}-{spec.digest()}"
-    return run_grid(spec, out, jobs=jobs, progress=progress), out
+    table = run_grid(spec, out, jobs=jobs, progress=progress)
+    publish(out)
+    return table, out
+
+
+def publish(out: str | Path) -> dict[str, Path]:
+    """Write what a finished grid in `out` concludes: the controlled verdicts (verdicts.csv/.md, claims.csv,
+    per_k.csv: st.verdicts.write_verdicts) beside results.csv, and its λ choice into the one place every chapter
+    reads (st.selection.lambdas_path(), merged by backbone). Returns the paths written."""
+    from .selection import read_lambdas, save_lambdas
+    from .verdicts import write_verdicts
+
+    out = Path(out)
+    table = load_results(out)
+    fronts = load_results(out, "fronts") if (out / "fronts.csv").exists() else None
+    paths = write_verdicts(table, fronts, out)
+    chosen = json.loads((out / "lambdas.json").read_text())
+    selected = {b: c["selection"] for b, c in chosen.items() if c.get("selection")}
+    if selected:
+        saved = (read_lambdas() or {}).get("backbones", {})
+        paths["lambdas"] = save_lambdas({**saved, **selected}, notes=f"chosen by the grid in {out}")
+    return paths

@@ -19,7 +19,7 @@ from ..sae import SparseAutoencoder
 from ._stream import CHUNK, Coo, RowReader, Rows, iter_rows, labels_matrix
 from .alignment import cknna, linear_probe, truncated_probe
 from .reconstruction import Firing, Reconstruction, budgets, decoder_orthogonality, inference, require_sae
-from .controls import control_report, purity_chance_curve
+from .controls import control_report, controlled_means, purity_chance_curve
 from .semantics import Monosemanticity, TopActivations, alive_max, alive_mean, purity_from_top
 
 PROBE_NS = (1, 2, 4, 8, 16, 32)
@@ -54,10 +54,12 @@ def _codes_coo(sae: SparseAutoencoder, out: Any, start: int) -> Coo:
     return Coo.from_dense(out.codes, start)
 
 
-def _probe(sae: SparseAutoencoder, sample: RowSample, y: Tensor, ns: list[int]) -> dict[str, float]:
-    """Truncated probes and the dense reference on the sample, split 80/20 (the sample is in random order)."""
+def _probe(sae: SparseAutoencoder, sample: RowSample, y: Tensor, ns: list[int],
+           train_frac: float = 0.8) -> dict[str, float]:
+    """Truncated probes and the dense reference on the sample, fit on its first `train_frac` and scored on the
+    rest (the sample is in random order)."""
     x, y = sample.x, y[sample.rows]
-    cut = int(0.8 * x.shape[0])
+    cut = int(train_frac * x.shape[0])
     if cut < 2 or cut == x.shape[0] or len(set(y[:cut].tolist())) < 2:
         return {}
 
@@ -65,21 +67,24 @@ def _probe(sae: SparseAutoencoder, sample: RowSample, y: Tensor, ns: list[int]) 
         return (sae.encode(xb.to(sae.W_dec.device, sae.W_dec.dtype)) for xb in rows.split(CHUNK))
     acc = truncated_probe(codes(x[:cut]), y[:cut], codes(x[cut:]), y[cut:], ns)
     dense = linear_probe(x[:cut], y[:cut], x[cut:], y[cut:])
-    return {**{f"probe_n{n}": a for n, a in acc.items()}, "probe_dense": dense}
+    return {**{f"probe_n{n}": a for n, a in acc.items()}, "probe_dense": dense, "probe_test_rows": x.shape[0] - cut}
 
 
 def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings: Rows | None = None, *,
              ks: Sequence[int] | None = None, top_n: int = 50, probe_ns: Sequence[int] | None = None,
              sample_size: int = 10_000, cknna_samples: int = 1024, chunk_size: int = CHUNK,
-             seed: int = 0) -> dict[str, Any]:
+             seed: int = 0, cross_embeddings: Rows | None = None, probe_train_frac: float = 0.8) -> dict[str, Any]:
     """Every metric of an SAE on a data set, in one pass over `data`: a flat dict, one row of a DataFrame.
 
     data: (N, d) inputs or chunks, read once (a generator over shards works). labels: (N,) class ids or (N, C)
     0/1 (enables purity; single-label ones also the probes). embeddings: (N, D) or chunks, the space of the
-    Monosemanticity Score (default: the SAE's input).
+    Monosemanticity Score (default: the SAE's input). cross_embeddings: (N, D') or chunks of the same images in
+    another model's space (e.g. the other backbone): MS is also scored there, the cross-model control (an SAE
+    judged in the very space it was trained on can look monosemantic by construction).
     ks: inference budgets for k-robustness (default k/4..4k for fixed-k variants; [] skips it). probe_ns: truncation
     levels (default 1, 2, 4, ..., 32 and k; [] skips the probes). The probes (80/20 split) and CKNNA run on a
-    uniform random sample of `sample_size` rows, re-encoded at the end; CKNNA on its first `cknna_samples`.
+    uniform random sample of `sample_size` rows, re-encoded at the end; CKNNA on its first `cknna_samples`. The probes
+    fit on the first `probe_train_frac` of the sample and are scored on the rest.
     Keys: fvu, r2, cosine, l0, dead, dead_frac, decoder_orthogonality, ms_mean, ms_max, ms_mean_dead_zero
     (MonoLoss's mean, NaN counted as 0), fvu_k{k'}, cosine_k{k'}, purity, purity_weighted, purity_chance,
     probe_n{n}, probe_dense, cknna, and what was measured (variant, d_in, n_latents, k, n_samples, top_n).
@@ -87,15 +92,20 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
     rare, rare_frac, frequent, frequent_frac; with labels purity_dead_zero, purity_frequent, and the chance
     level matched to each latent's number of top images, purity_chance_matched (mean over alive latents) and
     purity_chance_matched_dead_zero (dead as 0); over frequent latents the matched chance is purity_chance.
+    With cross_embeddings: ms_cross_mean, ms_cross_mean_dead_zero, ms_cross_mean_frequent (the three means of MS
+    scored in that space), and probe_test_rows (rows the probes were scored on) whenever probes ran.
     """
     m, k = require_sae(sae).n_latents, getattr(sae, "k", None)
     ks = budgets(default_ks(k, m) if ks is None else ks, m)
     ns = sorted({*PROBE_NS, *([k] if k else [])} if probe_ns is None else probe_ns)
     y, multi = labels_matrix(labels) if labels is not None else (None, False)
     sample = RowSample(_checks.positive_int(sample_size, "sample_size"), seed)
+    if not 0 < probe_train_frac < 1:
+        raise ValueError(f"probe_train_frac must lie in (0, 1), got {probe_train_frac!r}")
     emb = None if embeddings is None else RowReader(embeddings, "embeddings", chunk_size=chunk_size)
+    cross = None if cross_embeddings is None else RowReader(cross_embeddings, "cross_embeddings", chunk_size=chunk_size)
     with inference(sae) as (device, dtype):
-        recon, firing, ms = Reconstruction(), Firing(m, device), None
+        recon, firing, ms, cross_ms = Reconstruction(), Firing(m, device), None, None
         robust = {kk: Reconstruction() for kk in ks}
         top = None if y is None else TopActivations(m, top_n, device)
         n = 0
@@ -108,6 +118,10 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
             e = x if emb is None else emb.take(x.shape[0])
             ms = ms or Monosemanticity(m, e.shape[1], device)
             ms.update(codes, e)
+            if cross is not None:
+                e = cross.take(x.shape[0])
+                cross_ms = cross_ms or Monosemanticity(m, e.shape[1], device)
+                cross_ms.update(codes, e)
             if top is not None:
                 top.update(codes)
             if robust:
@@ -115,8 +129,9 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
                     robust[kk].update(x, x_hat)
             sample.update(x, n)
             n += x.shape[0]
-        if emb is not None:
-            emb.finish()
+        for reader in (emb, cross):
+            if reader is not None:
+                reader.finish()
         dead, scores, counts = firing.dead(), ms.scores(), firing.counts.cpu()
         report: dict[str, Any] = {
             "variant": type(sae).__name__, "d_in": sae.d_in, "n_latents": m, "k": k, "n_samples": n, "top_n": top_n,
@@ -126,6 +141,10 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
             "ms_mean": alive_mean(scores), "ms_max": alive_max(scores),
             "ms_mean_dead_zero": float(scores.nan_to_num(0.0).mean()),
         }
+        if cross_ms is not None:
+            means = controlled_means(cross_ms.scores(), counts, top_n)
+            report.update(ms_cross_mean=means["alive"], ms_cross_mean_dead_zero=means["dead_zero"],
+                          ms_cross_mean_frequent=means["frequent"])
         for kk, stats in robust.items():
             report[f"fvu_k{kk}"], report[f"cosine_k{kk}"] = stats.fvu(), stats.cosine()
         if y is None:
@@ -139,7 +158,7 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
                           purity_chance=float(curve[-1]),
                           **control_report(scores, counts, top.top_n, purity, (top.rows >= 0).sum(0), curve))
             if not multi and ns:
-                report.update(_probe(sae, sample, y, [b for b in ns if b <= m]))
+                report.update(_probe(sae, sample, y, [b for b in ns if b <= m], probe_train_frac))
         xs = sample.x[:cknna_samples].to(device, dtype)
         report["cknna"] = cknna(xs, sae.encode(xs), CKNNA_K) if xs.shape[0] > CKNNA_K else math.nan
     return report
