@@ -21,6 +21,42 @@ A claim HOLDS when all of its effects support it, DOES NOT HOLD when none does, 
 
 Beside the verdicts (unchanged): `paired_ci` (a t confidence interval and p-value per effect), `holm` (Holm's
 step-down correction over many p-values) and `effect_statistics` (both, for every effect of a table).
+
+Controlled verdicts (`controlled_effects`, `controlled_verdicts`, `per_k_effects`, `write_verdicts`)
+--------------------------------------------------------------------------------------------------
+Scopes: each backbone alone, and "pooled" (the pairs of all backbones together; only with ≥ 2 backbones, since
+with one it would repeat that backbone's tests). Each effect has one or more FORMS (the column it is measured
+on); one form per effect is PRIMARY, the others are shown beside it. Non-finite deltas are dropped (n counts the rest).
+
+    claim 1, per regularizer r (mask on) vs the baseline, sign +1:
+      Δ MS      primary  cross-model, frequent latents   ms_cross_mean_frequent
+                         (own space, frequent latents = ms_mean_frequent when the cross column is absent or all
+                         NaN in the scope); beside: ms_mean, ms_mean_frequent, ms_mean_dead_zero, ms_cross_mean
+      Δ purity  primary  frequent latents, above chance  purity_frequent − purity_chance
+                         beside: purity, purity_dead_zero, purity − purity_chance_matched
+      with fronts: Δ MS / Δ purity at matched FVU (primary), one delta per r row (not a pair):
+                  d = M(row) − front_value(baseline k-front of the row's backbone and dataset, fvu(row), M),
+                  M the primary column of Δ MS / Δ purity; rows off the front's FVU range give NaN, dropped
+      relative Δ FVU = (fvu_r − fvu_b) / fvu_b, not primary, status "shown" (no tolerance: "no cost" is judged
+                  by the matched-FVU effects)
+    claim 2, per r: Δ dead (no mask − mask) on dead_frac (primary, +1); beside Δ dead + rare (dead_frac + rare_frac)
+    claim 3, ℓ1/ℓ2 vs baseline, sign −1: Δ k_degradation (primary); beside Δ FVU(2k), Δ FVU(4k) = Δ fvu_k{2k}, fvu_k{4k}
+    claim 4, ℓ1/ℓ2 vs baseline, sign +1: Δ probe_n{n} for n ∈ {1, 2, 4} present (all primary)
+
+    statistics per row: `paired_ci` (mean, SE, t CI at `level`, two-sided p)
+    Holm (`holm`): one family of ALL primary rows (every scope), another of all non-primary rows
+    status = "supports"     if p_holm ≤ alpha and sign·mean > 0
+             "contradicts"  if p_holm ≤ alpha and sign·mean < 0
+             "inconclusive" otherwise (also n < 2);  "shown" for relative Δ FVU
+    verdict per (scope, claim) from its primary rows: "holds" (all support), "does not hold" (none), "mixed".
+    verdict_uncontrolled: the same rule on the uncontrolled forms (claim 1: Δ ms_mean and Δ purity over alive
+    latents, own space; claims 2-4: their primary effects), with their own Holm family; changed = they differ.
+
+The baseline's k-front (`front_value`): the baseline rows of one backbone and dataset over many k, each k averaged
+over seeds to a point (F_k, M_k) = (mean fvu, mean M); sorted by F, M is interpolated linearly in log F:
+
+    M(F) = M_i + (M_{i+1} − M_i) · (log F − log F_i) / (log F_{i+1} − log F_i),   F_i ≤ F ≤ F_{i+1}
+    and NaN outside [min F_k, max F_k] (no extrapolation).
 """
 from __future__ import annotations
 
@@ -31,6 +67,10 @@ from typing import Any
 REGULARIZERS = ("off-support l1", "l1/l2")
 PAIR_KEYS = ["backbone", "dataset", "k", "seed"]
 FVU_TOLERANCE = 0.05
+CLAIMS = ("1. both regularizers raise MS and class purity at no cost in reconstruction",
+          "2. without the batch-active mask, dead latents rise",
+          "3. ℓ1/ℓ2 makes reconstruction more robust to the inference-time k",
+          "4. ℓ1/ℓ2 improves linear probing when only a few leading latents are kept")
 
 
 def _rows(table, method: str, mask: bool | None):
@@ -81,16 +121,16 @@ def _effect_specs(table) -> list[tuple[str, list[tuple[str, list[float], int]]]]
         effects.append((f"{r}: relative Δ FVU − {FVU_TOLERANCE:.0%}",
                         _paired(table, r, True, "baseline", None,
                                 lambda a, b: (a["fvu"] - b["fvu"]) / b["fvu"] - FVU_TOLERANCE), -1))
-    specs.append(("1. both regularizers raise MS and class purity at no cost in reconstruction", effects))
-    specs.append(("2. without the batch-active mask, dead latents rise",
+    specs.append((CLAIMS[0], effects))
+    specs.append((CLAIMS[1],
                   [(f"{r}: Δ dead (no mask − mask)", _paired(table, r, False, r, True, _diff("dead")), +1)
                    for r in REGULARIZERS]))
-    specs.append(("3. ℓ1/ℓ2 makes reconstruction more robust to the inference-time k",
+    specs.append((CLAIMS[2],
                   [("l1/l2: Δ mean FVU(k')/FVU(k)",
                     _paired(table, "l1/l2", True, "baseline", None,
                             lambda a, b: k_degradation(a) - k_degradation(b)), -1)]))
     probe_ns = sorted(int(m.group(1)) for c in table.columns if (m := re.fullmatch(r"probe_n(\d+)", c)))
-    specs.append(("4. ℓ1/ℓ2 improves linear probing when only a few leading latents are kept",
+    specs.append((CLAIMS[3],
                   [(f"l1/l2: Δ probe accuracy, n={n}",
                     _paired(table, "l1/l2", True, "baseline", None, _diff(f"probe_n{n}")), +1)
                    for n in probe_ns if n <= 4]))
@@ -101,11 +141,15 @@ def claims(table) -> list[dict[str, Any]]:
     """The four claims, each {"claim", "verdict", "effects": [effect dicts]}, computed from `table`."""
     out = [{"claim": claim, "effects": [effect(*spec) for spec in specs]} for claim, specs in _effect_specs(table)]
     for c in out:
-        statuses = [e["status"] for e in c["effects"]]
-        supported = sum(s == "supports" for s in statuses)
-        c["verdict"] = ("holds" if statuses and supported == len(statuses)
-                        else "does not hold" if supported == 0 else "mixed")
+        c["verdict"] = _verdict([e["status"] for e in c["effects"]])
     return out
+
+
+def _verdict(statuses) -> str:
+    """"holds" when every status is "supports", "does not hold" when none is (or there are none), else "mixed"."""
+    statuses = list(statuses)
+    supported = sum(s == "supports" for s in statuses)
+    return "holds" if statuses and supported == len(statuses) else "does not hold" if supported == 0 else "mixed"
 
 
 def verdict_table(table):
@@ -176,3 +220,222 @@ def effect_statistics(table, level: float = 0.95, alpha: float = 0.05):
     for r, p, rej in zip(rows, corrected["p_adjusted"], corrected["reject"]):
         r.update(p_holm=p, reject_holm=rej)
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- controlled verdicts (see the module docstring)
+def _value(row, column: str) -> float:
+    """row[column] as a float; NaN when the column is absent or not a number."""
+    try:
+        return float(row.get(column, math.nan))
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _col(column: str, minus: str | None = None, plus: str | None = None):
+    """The row function  row[column] (− row[minus]) (+ row[plus])."""
+    return lambda r: (_value(r, column) - (_value(r, minus) if minus else 0.0) + (_value(r, plus) if plus else 0.0))
+
+
+MS_FORMS = (("own space, alive mean", _col("ms_mean")), ("own space, frequent latents", _col("ms_mean_frequent")),
+            ("own space, dead as 0", _col("ms_mean_dead_zero")), ("cross-model, alive mean", _col("ms_cross_mean")))
+MS_CROSS_PRIMARY = ("cross-model, frequent latents", _col("ms_cross_mean_frequent"))
+PURITY_PRIMARY = ("frequent latents, above chance", _col("purity_frequent", minus="purity_chance"))
+PURITY_FORMS = (("alive mean", _col("purity")), ("dead as 0", _col("purity_dead_zero")),
+                ("alive, above matched chance", _col("purity", minus="purity_chance_matched")))
+UNCONTROLLED_FORMS = ("own space, alive mean", "alive mean")  # claim 1's forms behind verdict_uncontrolled
+EFFECT_COLUMNS = ["scope", "claim", "effect", "form", "primary", "sign", "n", "mean", "se", "lo", "hi", "p",
+                  "p_holm", "status"]
+
+
+def _finite(values) -> list[float]:
+    return [float(v) for v in values if math.isfinite(v)]
+
+
+def _front_curve(front_rows, metric):
+    """The baseline k-front as (log F_k, M_k) sorted by F_k: per k, mean fvu and mean metric over seeds (rows
+    where the metric is NaN left out). `metric`: a column name or a row function."""
+    import numpy as np
+    import pandas as pd
+
+    rows = front_rows[front_rows["method"] == "baseline"] if "method" in front_rows else front_rows
+    values = (rows.apply(metric, axis=1) if callable(metric) and len(rows)
+              else rows[metric] if isinstance(metric, str) and metric in rows else math.nan)
+    points = pd.DataFrame({"k": rows["k"], "fvu": rows["fvu"], "m": values}, index=rows.index).astype(float)
+    points = points[points["m"].notna() & (points["fvu"] > 0)].groupby("k").mean().sort_values("fvu")
+    return np.log(points["fvu"].to_numpy()), points["m"].to_numpy()
+
+
+def _interpolate(curve, fvu: float) -> float:
+    import numpy as np
+
+    x, y = curve
+    if not len(x) or not fvu > 0 or not x[0] <= np.log(fvu) <= x[-1]:
+        return math.nan
+    return float(np.interp(np.log(fvu), x, y))
+
+
+def front_value(front_rows, fvu: float, metric) -> float:
+    """The baseline's k-front value of `metric` at reconstruction `fvu` (the module docstring's M(F)).
+
+    front_rows: rows of one backbone and dataset (only method "baseline" is used when the column is there), over
+    several k and seeds. Per k: (F_k, M_k) = mean over seeds of (fvu, metric); sorted by F_k, M is interpolated
+    linearly in log F between the two neighbouring points; NaN when fvu lies outside [min F_k, max F_k].
+    `metric`: a column name or a function of a row."""
+    return _interpolate(_front_curve(front_rows, metric), fvu)
+
+
+def _matched(scope_table, fronts, method: str, f) -> list[float]:
+    """f(row) − front_value(baseline front of the row's backbone and dataset, fvu(row), f), for each `method` row
+    (mask on) of the scope; non-finite values (off the front's FVU range) dropped."""
+    curves: dict = {}
+    deltas = []
+    for _, row in _rows(scope_table, method, True).iterrows():
+        key = (row["backbone"], row["dataset"])
+        if key not in curves:
+            curves[key] = _front_curve(fronts[(fronts["backbone"] == key[0]) & (fronts["dataset"] == key[1])], f)
+        deltas.append(f(row) - _interpolate(curves[key], _value(row, "fvu")))
+    return _finite(deltas)
+
+
+def _controlled_specs(table, fronts=None) -> list[dict[str, Any]]:
+    """Every effect row of every scope: scope, claim, effect, form, primary, uncontrolled, sign, deltas."""
+    backbones = sorted(table["backbone"].dropna().unique()) if len(table) else []
+    scopes = [(b, table[table["backbone"] == b]) for b in backbones] + ([("pooled", table)] if len(backbones) > 1
+                                                                         else [])
+    probe_ns = sorted(n for c in table.columns
+                      if (m := re.fullmatch(r"probe_n(\d+)", c)) and (n := int(m.group(1))) <= 4)
+    fvu_at = lambda factor: lambda r: _value(r, f"fvu_k{factor * int(r['k'])}")  # noqa: E731
+    out = []
+    for scope, t in scopes:
+        def add(claim, effect, form, primary, sign, deltas, uncontrolled=None, shown=False):
+            if primary or deltas:  # a shown-beside form with no data at all is left out
+                out.append({"scope": scope, "claim": CLAIMS[claim - 1], "effect": effect, "form": form,
+                            "primary": primary, "uncontrolled": primary if uncontrolled is None else uncontrolled,
+                            "shown": shown, "sign": sign, "deltas": deltas})
+
+        def paired(method, mask, f, ref=("baseline", None), delta=lambda fa, fb: fa - fb):
+            return _finite(_paired(t, method, mask, *ref, lambda a, b: delta(f(a), f(b))))
+
+        cross = "ms_cross_mean_frequent" in t and t["ms_cross_mean_frequent"].notna().any()
+        for r in REGULARIZERS:
+            for name, primary, beside in ((f"{r}: Δ MS", MS_CROSS_PRIMARY if cross else MS_FORMS[1], MS_FORMS),
+                                          (f"{r}: Δ purity", PURITY_PRIMARY, PURITY_FORMS)):
+                for form, f in (primary, *(x for x in beside if x[0] != primary[0])):
+                    add(1, name, form, form == primary[0], +1, paired(r, True, f),
+                        uncontrolled=form in UNCONTROLLED_FORMS)
+                if fronts is not None:
+                    add(1, f"{name} at matched FVU", primary[0], True, +1, _matched(t, fronts, r, primary[1]), False)
+            add(1, f"{r}: relative Δ FVU", "(fvu_r − fvu_b) / fvu_b", False, -1,
+                paired(r, True, _col("fvu"), delta=lambda fa, fb: (fa - fb) / fb), shown=True)
+        for r in REGULARIZERS:
+            add(2, f"{r}: Δ dead (no mask − mask)", "dead_frac", True, +1,
+                paired(r, False, _col("dead_frac"), (r, True)))
+            add(2, f"{r}: Δ dead + rare", "dead_frac + rare_frac", False, +1,
+                paired(r, False, _col("dead_frac", plus="rare_frac"), (r, True)))
+        add(3, "l1/l2: Δ mean FVU(k')/FVU(k)", "mean over k' ≠ k", True, -1, paired("l1/l2", True, k_degradation))
+        for factor in (2, 4):
+            add(3, f"l1/l2: Δ FVU({factor}k)", "absolute FVU", False, -1, paired("l1/l2", True, fvu_at(factor)))
+        for n in probe_ns:
+            add(4, f"l1/l2: Δ probe accuracy, n={n}", "top-1 accuracy", True, +1,
+                paired("l1/l2", True, _col(f"probe_n{n}")))
+    return out
+
+
+def _status(p_holm: float, signed_mean: float, alpha: float) -> str:
+    if p_holm <= alpha and signed_mean > 0:
+        return "supports"
+    return "contradicts" if p_holm <= alpha and signed_mean < 0 else "inconclusive"
+
+
+def _judged(table, fronts, level: float, alpha: float):
+    """_controlled_specs with paired_ci, the two Holm families and statuses, plus the uncontrolled judgement
+    (p_holm_uncontrolled, status_uncontrolled over the uncontrolled rows' own Holm family)."""
+    import pandas as pd
+
+    rows = [{**{k: v for k, v in s.items() if k != "deltas"},
+             **{k: v for k, v in paired_ci(s["deltas"], level).items() if k in ("n", "mean", "se", "lo", "hi", "p")}}
+            for s in _controlled_specs(table, fronts)]
+    df = pd.DataFrame(rows, columns=[*EFFECT_COLUMNS[:5], "uncontrolled", "shown", *EFFECT_COLUMNS[5:12]])
+    df = df.astype({"primary": bool, "uncontrolled": bool, "shown": bool})
+    for out, families in (("p_holm", (df["primary"], ~df["primary"])), ("p_holm_uncontrolled", (df["uncontrolled"],))):
+        df[out] = math.nan
+        for family in families:
+            if family.any():
+                df.loc[family, out] = holm(df.loc[family, "p"].astype(float).tolist(), alpha)["p_adjusted"]
+    signed = df["sign"] * df["mean"]
+    df["status"] = ["shown" if sh else _status(p, m, alpha) for sh, p, m in zip(df["shown"], df["p_holm"], signed)]
+    df["status_uncontrolled"] = [_status(p, m, alpha) if u else None
+                                 for u, p, m in zip(df["uncontrolled"], df["p_holm_uncontrolled"], signed)]
+    return df
+
+
+def controlled_effects(table, fronts=None, level: float = 0.95, alpha: float = 0.05):
+    """Every effect of every scope and form (module docstring), a DataFrame with columns scope, claim, effect,
+    form, primary, sign, n, mean, se, lo, hi (the `level` t interval), p (two-sided), p_holm (Holm within the
+    primary rows, or within the non-primary rows), status."""
+    return _judged(table, fronts, level, alpha)[EFFECT_COLUMNS]
+
+
+def controlled_verdicts(table, fronts=None, level: float = 0.95, alpha: float = 0.05):
+    """One row per (scope, claim): scope, claim, verdict (from the primary effects), n_effects, n_supports,
+    verdict_uncontrolled (from the uncontrolled forms, their own Holm family), n_supports_uncontrolled, changed."""
+    import pandas as pd
+
+    df = _judged(table, fronts, level, alpha)
+    out = []
+    for (scope, claim), g in df.groupby(["scope", "claim"], sort=False):
+        primary, unc = g.loc[g["primary"], "status"], g.loc[g["uncontrolled"], "status_uncontrolled"]
+        out.append({"scope": scope, "claim": claim, "verdict": _verdict(primary), "n_effects": len(primary),
+                    "n_supports": int((primary == "supports").sum()), "verdict_uncontrolled": _verdict(unc),
+                    "n_supports_uncontrolled": int((unc == "supports").sum())})
+        out[-1]["changed"] = out[-1]["verdict"] != out[-1]["verdict_uncontrolled"]
+    return pd.DataFrame(out, columns=["scope", "claim", "verdict", "n_effects", "n_supports", "verdict_uncontrolled",
+                                      "n_supports_uncontrolled", "changed"])
+
+
+def per_k_effects(table, fronts=None, level: float = 0.95):
+    """The primary effects of each scope at each k of `table` separately: a DataFrame with columns scope, k, claim,
+    effect, form, sign, n, mean, se, lo, hi, p (no Holm, no verdict)."""
+    import pandas as pd
+
+    rows = [{"scope": s["scope"], "k": k, **{c: s[c] for c in ("claim", "effect", "form", "sign")},
+             **{c: v for c, v in paired_ci(s["deltas"], level).items() if c in ("n", "mean", "se", "lo", "hi", "p")}}
+            for k in (sorted(table["k"].unique()) if len(table) else [])
+            for s in _controlled_specs(table[table["k"] == k], fronts) if s["primary"]]
+    return pd.DataFrame(rows, columns=["scope", "k", "claim", "effect", "form", "sign", "n", "mean", "se", "lo",
+                                       "hi", "p"])
+
+
+def _markdown(df) -> str:
+    """A pipe table of the DataFrame's cells as strings (no tabulate: it is not a dependency)."""
+    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(map(cell, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    return "\n".join(lines + ["| " + " | ".join(map(cell, row)) + " |" for row in df.itertuples(index=False)])
+
+
+def write_verdicts(table, fronts=None, out_dir=".", level: float = 0.95, alpha: float = 0.05) -> list:
+    """Write verdicts.csv (controlled_effects), verdicts.md (the claims' verdicts, then every scope × effect × form
+    as mean [lo, hi], p_holm, status), claims.csv (controlled_verdicts) and per_k.csv (per_k_effects) into
+    `out_dir`, each atomically; returns their paths in that order."""
+    from pathlib import Path
+
+    from .checkpoint import atomic_write
+
+    effects = controlled_effects(table, fronts, level, alpha)
+    verdicts = controlled_verdicts(table, fronts, level, alpha)
+    per_k = per_k_effects(table, fronts, level)
+    fmt = lambda v: f"{v:.3g}"  # noqa: E731
+    shown = effects.assign(
+        claim=effects["claim"].str.split(".").str[0],
+        **{f"mean [{level:.0%} CI]": [f"{fmt(m)} [{fmt(lo)}, {fmt(hi)}]"
+                                      for m, lo, hi in zip(effects["mean"], effects["lo"], effects["hi"])],
+           "p_holm": effects["p_holm"].map(lambda p: f"{p:.2g}")})
+    shown = shown[["scope", "claim", "effect", "form", "primary", "n", f"mean [{level:.0%} CI]", "p_holm", "status"]]
+    text = (f"# Controlled verdicts\n\nHolm's correction over all primary effects together (α = {alpha}), and "
+            f"separately over the forms shown beside them. A claim holds when all its primary effects support it.\n\n"
+            f"## Claims\n\n{_markdown(verdicts)}\n\n## Effects\n\n{_markdown(shown)}\n")
+    out = Path(out_dir)
+    return [atomic_write(out / "verdicts.csv", lambda p: effects.to_csv(p, index=False)),
+            atomic_write(out / "verdicts.md", lambda p: p.write_text(text, encoding="utf-8")),
+            atomic_write(out / "claims.csv", lambda p: verdicts.to_csv(p, index=False)),
+            atomic_write(out / "per_k.csv", lambda p: per_k.to_csv(p, index=False))]
