@@ -69,6 +69,25 @@ def test_auxk_only_reads_dead_latents_and_scales_with_their_number():
     assert sae.W_dec.grad[alive_rows].abs().max() == 0      # only dead decoder rows move
 
 
+def test_auxk_dense_and_gathered_paths_agree(monkeypatch):
+    """The dense GEMM route (k_aux ≥ DENSE_AUXK_FRACTION · m) gives AuxK's loss and gradients of the gathers."""
+    import sae_tutorial.losses as losses
+
+    x = torch.randn(16, D, dtype=torch.float64)
+    dead = torch.zeros(M, dtype=torch.bool)
+    dead[::3] = True
+    results = []
+    for fraction in (0.0, 2.0):                       # 0: always dense; 2: never
+        monkeypatch.setattr(losses, "DENSE_AUXK_FRACTION", fraction)
+        sae = st.TopKSAE(D, M, K, seed=3).double()
+        out = sae(x)
+        loss = auxk_loss(sae, x, out, dead, k_aux=5)
+        loss.backward()
+        results.append((loss.detach(), sae.W_enc.grad, sae.b_enc.grad, sae.W_dec.grad, sae.b_dec.grad))
+    for dense, gathered in zip(*results):
+        torch.testing.assert_close(dense, gathered)
+
+
 def test_training_reduces_fvu_keeps_unit_norm_and_logs_every_step():
     data = make_sparse_data(4096, D, 48, avg_active=3, seed=0)
     sae = st.TopKSAE(D, M, K, seed=0)

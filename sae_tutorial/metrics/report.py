@@ -55,7 +55,7 @@ def _codes_coo(sae: SparseAutoencoder, out: Any, start: int) -> Coo:
 
 
 def _probe(sae: SparseAutoencoder, sample: RowSample, y: Tensor, ns: list[int],
-           train_frac: float = 0.8) -> dict[str, float]:
+           train_frac: float = 0.8, dense: bool = True) -> dict[str, float]:
     """Truncated probes and the dense reference on the sample, fit on its first `train_frac` and scored on the
     rest (the sample is in random order)."""
     x, y = sample.x, y[sample.rows]
@@ -66,14 +66,17 @@ def _probe(sae: SparseAutoencoder, sample: RowSample, y: Tensor, ns: list[int],
     def codes(rows: Tensor):  # streamed: only each row's top max(ns) codes are kept
         return (sae.encode(xb.to(sae.W_dec.device, sae.W_dec.dtype)) for xb in rows.split(CHUNK))
     acc = truncated_probe(codes(x[:cut]), y[:cut], codes(x[cut:]), y[cut:], ns)
-    dense = linear_probe(x[:cut], y[:cut], x[cut:], y[cut:])
-    return {**{f"probe_n{n}": a for n, a in acc.items()}, "probe_dense": dense, "probe_test_rows": x.shape[0] - cut}
+    report = {**{f"probe_n{n}": a for n, a in acc.items()}, "probe_test_rows": x.shape[0] - cut}
+    if dense:
+        report["probe_dense"] = linear_probe(x[:cut], y[:cut], x[cut:], y[cut:])
+    return report
 
 
 def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings: Rows | None = None, *,
              ks: Sequence[int] | None = None, top_n: int = 50, probe_ns: Sequence[int] | None = None,
              sample_size: int = 10_000, cknna_samples: int = 1024, chunk_size: int = CHUNK,
-             seed: int = 0, cross_embeddings: Rows | None = None, probe_train_frac: float = 0.8) -> dict[str, Any]:
+             seed: int = 0, cross_embeddings: Rows | None = None, probe_train_frac: float = 0.8,
+             dense_probe: bool = True) -> dict[str, Any]:
     """Every metric of an SAE on a data set, in one pass over `data`: a flat dict, one row of a DataFrame.
 
     data: (N, d) inputs or chunks, read once (a generator over shards works). labels: (N,) class ids or (N, C)
@@ -84,7 +87,8 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
     ks: inference budgets for k-robustness (default k/4..4k for fixed-k variants; [] skips it). probe_ns: truncation
     levels (default 1, 2, 4, ..., 32 and k; [] skips the probes). The probes (80/20 split) and CKNNA run on a
     uniform random sample of `sample_size` rows, re-encoded at the end; CKNNA on its first `cknna_samples`. The probes
-    fit on the first `probe_train_frac` of the sample and are scored on the rest.
+    fit on the first `probe_train_frac` of the sample and are scored on the rest; dense_probe=False skips the
+    probe on the raw inputs (a property of the data, the same for every SAE on them).
     Keys: fvu, r2, cosine, l0, dead, dead_frac, decoder_orthogonality, ms_mean, ms_max, ms_mean_dead_zero
     (MonoLoss's mean, NaN counted as 0), fvu_k{k'}, cosine_k{k'}, purity, purity_weighted, purity_chance,
     probe_n{n}, probe_dense, cknna, and what was measured (variant, d_in, n_latents, k, n_samples, top_n).
@@ -158,7 +162,7 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
                           purity_chance=float(curve[-1]),
                           **control_report(scores, counts, top.top_n, purity, (top.rows >= 0).sum(0), curve))
             if not multi and ns:
-                report.update(_probe(sae, sample, y, [b for b in ns if b <= m], probe_train_frac))
+                report.update(_probe(sae, sample, y, [b for b in ns if b <= m], probe_train_frac, dense_probe))
         xs = sample.x[:cknna_samples].to(device, dtype)
         report["cknna"] = cknna(xs, sae.encode(xs), CKNNA_K) if xs.shape[0] > CKNNA_K else math.nan
     return report
