@@ -39,9 +39,10 @@ def fvu(x: Tensor, x_hat: Tensor, tv: Tensor | None = None) -> Tensor:
 
 
 AUXK_NORMS = ("input", "residual")
-# AuxK reads and decodes its k_aux dead latents per row by gathers (sparse_encode, sparse_decode) unless k_aux ≥
-# this fraction of m, where dense (B, m) GEMMs are faster: at d = 1280, m = 1024, k_aux = 640 the gathers made a
-# CPU training step several times slower.
+# AuxK's decode on an accelerator: gathers of the k_aux entries per row (sparse_encode, sparse_decode) unless
+# k_aux ≥ this fraction of m, where dense (B, m) GEMMs are faster. On a CPU, where reading the dead set back costs
+# nothing, AuxK computes the dead latents' columns only: at d = 1280, m = 1024, k_aux = 640 the gathers made a CPU
+# training step several times slower than the step without AuxK, the dead columns alone about as fast.
 DENSE_AUXK_FRACTION = 0.25
 
 
@@ -50,23 +51,50 @@ def auxk_loss(sae, x: Tensor, out, dead: Tensor, k_aux: int, tv: Tensor | None =
     """AuxK: the top-k_aux dead latents of each row reconstruct the detached residual x − x̂ (no b_dec).
 
     sae: the model (its W_dec and encoder are used); out: its SAEOutput on x; dead: bool (m,).
-    Gathers of the k_aux entries, or dense (B, m) GEMMs once k_aux ≥ DENSE_AUXK_FRACTION · m (the same sums).
+    On an accelerator: gathers of the k_aux entries, or dense (B, m) GEMMs once k_aux ≥ DENSE_AUXK_FRACTION · m,
+    with no host sync; on a CPU: the dead columns only (`_auxk_decode_dead_columns`). The same sums.
     Slots beyond the number of dead latents are zeroed, and the loss is scaled by min(n_dead/k_aux, 1),
-    so it vanishes smoothly when nothing is dead; no host sync. norm: the denominator N of the module docstring,
+    so it vanishes smoothly when nothing is dead. norm: the denominator N of the module docstring,
     "input" or "residual"; tv: N when computed elsewhere (over the global batch in data-parallel training).
     """
     if norm not in AUXK_NORMS:
         raise ValueError(f"norm must be one of {AUXK_NORMS}, got {norm!r}")
-    h = out.pre_acts
+    h, route = out.pre_acts, _auxk_route(dead, k_aux, sae.n_latents)
+    if route == "columns":
+        return _auxk_fvu(x, out, _auxk_decode_dead_columns(sae, x, dead, k_aux), dead, k_aux, tv, norm)
     masked = h.detach().masked_fill(~dead, float("-inf"))          # (B, m)
     idx = masked.topk(k_aux, dim=1, sorted=False).indices          # (B, k_aux)
-    if DENSE_AUXK_FRACTION * sae.n_latents <= k_aux:   # many latents in play: dense GEMMs beat the gathers
+    if route == "dense":   # many latents in play: dense GEMMs beat the gathers
         h = h if h.requires_grad else sae.pre_activations(x)                     # (B, m), with grad
         keep = torch.zeros_like(h, dtype=torch.bool).scatter(1, idx, dead[idx])  # the top-k_aux dead slots
         e_hat = (F.relu(h) * keep).to(sae.W_dec.dtype) @ sae.W_dec               # (B, d), no b_dec
     else:
         vals = F.relu(sae.gather_pre_acts(x, h, idx)) * dead[idx]       # (B, k_aux); 0 on non-dead slots
         e_hat = sparse_decode(Support.of_topk(idx), vals.reshape(-1), sae.W_dec)   # (B, d), no b_dec
+    return _auxk_fvu(x, out, e_hat, dead, k_aux, tv, norm)
+
+
+def _auxk_route(dead: Tensor, k_aux: int, n_latents: int) -> str:
+    """How `auxk_loss` computes: "columns" (CPU), else "dense" or "gather" (see DENSE_AUXK_FRACTION)."""
+    if dead.device.type == "cpu":
+        return "columns"
+    return "dense" if DENSE_AUXK_FRACTION * n_latents <= k_aux else "gather"
+
+
+def _auxk_decode_dead_columns(sae, x: Tensor, dead: Tensor, k_aux: int) -> Tensor:
+    """The CPU route of `auxk_loss`: ê = Σ over the top-min(k_aux, n_dead) dead latents of ReLU(h_j) W_dec[j],
+    computed on the dead columns J only: h_J = (x − b_dec) W_enc[J]ᵀ + b_enc[J] (B, |J|)."""
+    cols = dead.nonzero().squeeze(1)                                              # J, read back (free on a CPU)
+    if cols.numel() == 0:
+        return torch.zeros_like(x, dtype=sae.W_dec.dtype)
+    h = F.linear(x.to(sae.W_enc.dtype) - sae.b_dec, sae.W_enc[cols], sae.b_enc[cols])   # (B, |J|), with grad
+    top = h.detach().topk(min(k_aux, cols.numel()), dim=1, sorted=False).indices
+    keep = torch.zeros_like(h, dtype=torch.bool).scatter(1, top, True)
+    return (F.relu(h) * keep) @ sae.W_dec[cols]                                   # (B, d), no b_dec
+
+
+def _auxk_fvu(x: Tensor, out, e_hat: Tensor, dead: Tensor, k_aux: int, tv: Tensor | None, norm: str) -> Tensor:
+    """min(n_dead / k_aux, 1) · FVU of ê against the detached residual e = x − x̂ (over N, `auxk_loss`)."""
     e = (_wide(x) - _wide(out.x_hat)).detach()
     scale = (dead.sum() / k_aux).clamp(max=1.0)
     if tv is None:
