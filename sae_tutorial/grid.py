@@ -111,7 +111,7 @@ PRESETS: dict[str, GridSpec] = {
         name="embedded", backbones=("efficientnet-lite0", "embedded"), datasets=(("fashion-mnist", "train", "test"),),
         ks=(8, 16, 32), seeds=(0, 1, 2), main_k=16, main_seeds=(0, 1, 2, 3, 4), ablation_ks=(16,),
         n_latents=1024, lambda_off=0.01, lambda_ratio=0.003,
-        validation=0.1, sweep={"lambda_off": (0.003, 0.01), "lambda_ratio": (0.001, 0.003)},
+        validation=0.1, sweep={"lambda_off": (0.0003, 0.001), "lambda_ratio": (0.0003, 0.001)},
         front_ks=(4, 8, 16, 32), cross_model=True,
         train=dict(batch_size=1024, epochs=EPOCH_CAP, lr=2e-3, warmup_steps=50, dead_after=5_000, **PLATEAU),
         evaluate=dict(top_n=50, probe_ns=(1, 2, 4, 8), sample_size=10_000, probe_train_frac=0.5,

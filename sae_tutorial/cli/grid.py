@@ -88,7 +88,7 @@ def add_grid_parsers(commands: Any) -> None:
 def run_grid(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .. import grid, verdicts
+    from .. import grid
 
     name = args.preset if args.command == "reproduce" else args.grid
     options = _dataset_options(args.dataset_option)
@@ -111,9 +111,13 @@ def run_grid(args: argparse.Namespace) -> int:
     table, out = grid.reproduce(name, args.out, jobs=args.jobs, progress=not args.no_progress, data_options=options)
     print(f"{len(table)} cells; results in {out / 'results.csv'}")
     from .. import plots
-    for path in plots.save_grid_figures(table, out / "figures"):
-        print(f"figure: {path}")
+    for backbone, rows in table.groupby("backbone", sort=False):     # one set of figures per backbone
+        for path in plots.save_grid_figures(rows, out / "figures" / str(backbone)):
+            print(f"figure: {path}")
     if args.command == "reproduce":
+        claims = pd.read_csv(out / "claims.csv")
         with pd.option_context("display.width", 200, "display.max_colwidth", 60):
-            print(verdicts.verdict_table(table).to_string(index=False))
+            print(claims[["scope", "claim", "verdict", "verdict_uncontrolled", "changed"]].to_string(index=False))
+        print(f"every effect with its 95 % CI and Holm-adjusted p: {out / 'verdicts.md'} (and verdicts.csv, "
+              f"per_k.csv); the λ chosen on validation rows: {out / 'lambdas.json'}")
     return 0
