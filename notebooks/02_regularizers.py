@@ -634,9 +634,9 @@ plt.show()
 # %% mystnb={"markdown_format": "myst"} tags=["remove-input"]
 SOURCE = LAMBDA_CHOICE["embedded"]["source"]
 CHOICE_NOTE = (f"chosen on validation rows within the {st.selection.FVU_BUDGET:.0%} budget"
-               if "default" not in SOURCE else
-               "the library's default: no validation selection was saved, run the grid first" if "validation"
-               not in SOURCE else f"partly chosen on validation rows, partly the default: {SOURCE}")
+               if SOURCE.startswith("validation") else
+               "the library's default: no validation selection was saved, run the grid first"
+               if SOURCE.startswith("default") else f"partly chosen on validation rows, partly the default: {SOURCE}")
 lines = []
 for method, penalty in (("off-support l1", "R_off"), ("l1/l2", "R_rat")):
     rows_m = sweep_table[sweep_table["method"] == method].set_index("lambda")
