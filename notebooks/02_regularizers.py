@@ -69,10 +69,11 @@ else:
 LAMBDA_CHOICE = {name: st.experiments.lambdas(name) for name in ("synthetic", "embedded")}
 LAMBDA = {name: dict(off=c["lambda_off"], ratio=c["lambda_ratio"]) for name, c in LAMBDA_CHOICE.items()}
 # The λ sweep on the embedded default below, which only shows the trade-off on the test set (it chooses nothing):
-# the grid's swept values, plus LAMBDA["embedded"] if missing (those SAEs are reused, not retrained).
+# the grid's swept values, one ×3 step beyond the largest (to see where the cost grows), and LAMBDA["embedded"] if
+# missing (those SAEs are reused, not retrained).
 GRID_SWEEP = st.grid.PRESETS["embedded"].sweep
-SWEEP = {"off-support l1": sorted({*GRID_SWEEP["lambda_off"], LAMBDA["embedded"]["off"]}),
-         "l1/l2": sorted({*GRID_SWEEP["lambda_ratio"], LAMBDA["embedded"]["ratio"]})}
+SWEEP = {method: sorted({*GRID_SWEEP[field], round(3 * max(GRID_SWEEP[field]), 12), LAMBDA["embedded"][key]})
+         for method, field, key in (("off-support l1", "lambda_off", "off"), ("l1/l2", "lambda_ratio", "ratio"))}
 # a no-op unless SAE_TUTORIAL_SHRINK is set (the Colab rehearsal, see How to run)
 SYN, EMB = st.book.shrink(SYN), st.book.shrink(EMB)
 print(f"mode={MODE}, device={DEVICE}")
