@@ -1,7 +1,9 @@
 """The paper's experimental grid as resumable cells: plan, train, evaluate, tabulate.
 
-    cell = (backbone, dataset, k, method, mask, seed)        method ∈ {baseline, off-support l1, l1/l2}
-    per (backbone, dataset, k, seed): baseline + each regularizer with the mask on and off  → 5 cells
+    cell = (backbone, dataset, k, method, mask, seed)        method ∈ {baseline, off-support l1, l1/l2} ∪ variants
+    per (backbone, dataset, k, seed): baseline + each regularizer with the mask on and off  → 5 cells,
+    plus one cell per established variant of `GridSpec.variants` (VARIANT_MODELS: Multi-TopK, Matryoshka), trained
+    with the baseline's settings, as references for the k-robustness and truncated-probe comparisons
 
 Each cell lives in out/cells/<key>/ : sae.safetensors, report.json (written last: its presence marks the cell
 done) and a method card. A killed run continues where it stopped; the results table (out/results.csv and .json)
@@ -31,7 +33,7 @@ from torch import Tensor
 from . import _checks
 from .checkpoint import atomic_write
 from .experiments import regularizer_runs
-from .sae import TopKSAE
+from .sae import MatryoshkaSAE, MultiTopKSAE, TopKSAE
 from .train import TrainConfig, checks_without_improvement, held_out_fvu, train
 
 
@@ -61,6 +63,8 @@ class GridSpec:
     cross_model: bool = False                                  # also score MS in the next backbone's space
     ablation_ks: tuple[int, ...] | None = None                 # ks with the mask-off ablation (None: every k)
     backbone_ks: dict[str, tuple[int, ...]] = field(default_factory=dict)  # ks of a backbone (default: ks)
+    variants: tuple[str, ...] = ()                             # established methods beside them (VARIANT_MODELS)
+    variant_seeds: tuple[int, ...] = ()                        # their seeds (default: seeds_at(k))
 
     def seeds_at(self, k: int) -> tuple[int, ...]:
         return self.main_seeds if k == self.main_k and self.main_seeds else self.seeds
@@ -97,6 +101,11 @@ class GridSpec:
 # The plateau criterion of the embedded grid (TrainConfig.val_every, patience, min_delta): every 25 steps the FVU of
 # the held-out training rows is measured, and training ends after 4 checks in a row (100 steps, 102,400 samples)
 # that do not improve on the best by 2 %, or after EPOCH_CAP passes over the data.
+# The established fixed-k variants a grid can train beside the paper's methods (GridSpec.variants): the same
+# Top-k inference, another training loss (Multi-TopK: L(k) + L(4k)/8; Matryoshka: nested prefixes).
+VARIANT_MODELS: dict[str, type[TopKSAE]] = {"multi-topk": MultiTopKSAE, "matryoshka": MatryoshkaSAE}
+PAPER_METHODS = ("baseline", "off-support l1", "l1/l2")
+
 PLATEAU = dict(val_every=25, patience=4, min_delta=0.02)
 EPOCH_CAP = 3
 
@@ -106,7 +115,8 @@ PRESETS: dict[str, GridSpec] = {
     # the held-out FVU (PLATEAU) or at EPOCH_CAP; λ is chosen on held-out training rows (st.selection); MS is also
     # scored in the other backbone's space; the probes are scored on 5,000 test images. A CPU budget: a step on the
     # 1280-d ImageNet features costs about 7x one on the 128-d CNN's, so the primary backbone is trained at the
-    # main k only (with the k-front of the baseline around it) and the control at every k.
+    # main k only (with the k-front of the baseline around it) and the control at every k. Multi-TopK and
+    # Matryoshka, the references of chapter 6's k-robustness comparison, get three seeds at every k.
     "embedded": GridSpec(
         name="embedded", backbones=("efficientnet-lite0", "embedded"), datasets=(("fashion-mnist", "train", "test"),),
         ks=(8, 16, 32), seeds=(0, 1, 2), main_k=16, main_seeds=(0, 1, 2, 3, 4), ablation_ks=(16,),
@@ -116,7 +126,7 @@ PRESETS: dict[str, GridSpec] = {
         train=dict(batch_size=1024, epochs=EPOCH_CAP, lr=2e-3, warmup_steps=50, dead_after=5_000, **PLATEAU),
         evaluate=dict(top_n=50, probe_ns=(1, 2, 4, 8), sample_size=10_000, probe_train_frac=0.5,
                       dense_probe=False, cknna_samples=512),
-        backbone_ks={"efficientnet-lite0": (16,)},
+        backbone_ks={"efficientnet-lite0": (16,)}, variants=tuple(VARIANT_MODELS), variant_seeds=(0, 1, 2),
     ),
     "paper": GridSpec(
         name="paper", backbones=("clip-vit-l-14", "siglip2", "vit-l-16"),
@@ -160,15 +170,24 @@ class Cell:
 
 def plan(spec: GridSpec, chosen: dict[str, dict[str, float]] | None = None) -> list[Cell]:
     """All cells of the grid, in a fixed order: per backbone, data set, k and seed (`spec.seeds_at(k)`), the
-    baseline and each regularizer with the mask on and (at `spec.ablation_ks`) off, at λ = chosen[backbone] (TrainConfig field names, from
-    the selection stage) or the spec's λ."""
+    baseline and each regularizer with the mask on and (at `spec.ablation_ks`) off, at λ = chosen[backbone]
+    (TrainConfig field names, from the selection stage) or the spec's λ, then each of `spec.variants` (at the
+    seeds of `spec.variant_seeds` only, when given)."""
+    unknown = sorted(set(spec.variants) - set(VARIANT_MODELS))
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown} in grid {spec.name!r}: choose from {sorted(VARIANT_MODELS)}")
     cells = []
     for b in spec.backbones:
         lam = (chosen or {}).get(b, {})
         lam_off, lam_ratio = lam.get("lambda_off", spec.lambda_off), lam.get("lambda_ratio", spec.lambda_ratio)
-        cells += [Cell(b, ds, tr, ev, k, run["method"], run["mask"], seed, tuple(sorted(run["overrides"].items())))
-                  for ds, tr, ev in spec.datasets for k in spec.backbone_ks.get(b, spec.ks) for seed in spec.seeds_at(k)
-                  for run in regularizer_runs(lam_off, lam_ratio, spec.masks_at(k))]
+        for ds, tr, ev in spec.datasets:
+            for k in spec.backbone_ks.get(b, spec.ks):
+                for seed in spec.seeds_at(k):
+                    variants = spec.variants if seed in (spec.variant_seeds or spec.seeds_at(k)) else ()
+                    runs = regularizer_runs(lam_off, lam_ratio, spec.masks_at(k)) + [
+                        {"method": v, "mask": None, "overrides": {}} for v in variants]
+                    cells += [Cell(b, ds, tr, ev, k, run["method"], run["mask"], seed,
+                                   tuple(sorted(run["overrides"].items()))) for run in runs]
     return cells
 
 
@@ -244,7 +263,7 @@ def run_cell(cell: Cell, spec: GridSpec, out: Path, data_fn: Callable = load_spl
     other = cross_backbone(spec, cell.backbone)
     e_cross = None if other is None else data_fn(other, cell.dataset, cell.eval_split, spec.limit, **options)[0]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    sae = TopKSAE(x_tr.shape[1], spec.n_latents, cell.k, seed=cell.seed).to(device)
+    sae = VARIANT_MODELS.get(cell.method, TopKSAE)(x_tr.shape[1], spec.n_latents, cell.k, seed=cell.seed).to(device)
     cfg = TrainConfig(**{**spec.train, "seed": cell.seed, "progress": progress, **dict(cell.overrides)})
     start = time.perf_counter()
     hist = train(sae, x_tr.to(device), cfg, val_data=x_val)
@@ -367,8 +386,9 @@ DATASET_ROWS = {"imagenet-1k": {"train": 1_281_167, "validation": 50_000},
 EMBED_DIMS = {"clip-vit-l-14": 768, "siglip2": 1152, "vit-l-16": 1024, "embedded": 128}
 
 
-def measure_step(d: int, m: int, k: int, batch_size: int, overrides: dict[str, Any], steps: int = 3) -> dict[str, float]:
-    """One cell kind's training step on this machine's device (bf16 autocast on CUDA), with the library's own step
+def measure_step(d: int, m: int, k: int, batch_size: int, overrides: dict[str, Any], steps: int = 3,
+                 model: type[TopKSAE] = TopKSAE) -> dict[str, float]:
+    """One cell kind's training step (its `model` class) on this machine's device (bf16 autocast on CUDA), with the library's own step
     (train.loss_terms + optimizer_step), timed over `steps` steps after one warm-up; and the encoder GEMM
     (B×d @ d×m) timed the same way, the yardstick of benchmarks/bench_train.py.
 
@@ -378,7 +398,7 @@ def measure_step(d: int, m: int, k: int, batch_size: int, overrides: dict[str, A
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    sae = TopKSAE(d, m, k, seed=0).to(device)
+    sae = model(d, m, k, seed=0).to(device)
     cfg = TrainConfig(batch_size=batch_size, progress=False, **overrides)
     opt = make_optimizer(sae, cfg, 1e-4)
     x = F.normalize(torch.randn(batch_size, d, device=device), dim=1)
@@ -458,7 +478,8 @@ def dry_run(spec: GridSpec, throughput: dict[tuple, float | dict[str, float]] | 
         steps = spec.train.get("steps") or math.ceil(spec.train.get("epochs", 1.0) * (n // batch))
         kind = (d, cell.k, cell.method, cell.mask)
         if kind not in measured:
-            measured[kind] = measure_step(d, spec.n_latents, cell.k, batch, dict(cell.overrides))
+            measured[kind] = measure_step(d, spec.n_latents, cell.k, batch, dict(cell.overrides),
+                                          model=VARIANT_MODELS.get(cell.method, TopKSAE))
         speed = measured[kind]["samples_per_s"]
         rows.append({**cell.describe(), "train_rows": n, "d": d, "steps": steps, "samples_per_s": speed,
                      "hours": steps * batch / speed / 3600, "step_per_gemm": measured[kind]["step_per_gemm"]})
@@ -492,15 +513,16 @@ def reproduce(preset: str = "embedded", out: str | Path | None = None, *, jobs: 
 
 def publish(out: str | Path) -> dict[str, Path]:
     """Write what a finished grid in `out` concludes: the controlled verdicts (verdicts.csv/.md, claims.csv,
-    per_k.csv: st.verdicts.write_verdicts) beside results.csv, and its λ choice into the one place every chapter
-    reads (st.selection.lambdas_path(), merged by backbone). Returns the paths written."""
+    per_k.csv, variants.csv: st.verdicts.write_verdicts) beside results.csv, and its λ choice into the one place
+    every chapter reads (st.selection.lambdas_path(), merged by backbone). Returns the paths written."""
     from .selection import read_lambdas, save_lambdas
     from .verdicts import write_verdicts
 
     out = Path(out)
     table = load_results(out)
     fronts = load_results(out, "fronts") if (out / "fronts.csv").exists() else None
-    paths = dict(zip(("verdicts", "verdicts_md", "claims", "per_k"), write_verdicts(table, fronts, out)))
+    names = ("verdicts", "verdicts_md", "claims", "per_k", "variants")
+    paths = dict(zip(names, write_verdicts(table, fronts, out)))
     chosen = json.loads((out / "lambdas.json").read_text())
     selected = {b: c["selection"] for b, c in chosen.items() if c.get("selection")}
     if selected:

@@ -52,6 +52,13 @@ on); one form per effect is PRIMARY, the others are shown beside it. Non-finite 
     verdict_uncontrolled: the same rule on the uncontrolled forms (claim 1: Δ ms_mean and Δ purity over alive
     latents, own space; claims 2-4: their primary effects), with their own Holm family; changed = they differ.
 
+Against the established variants (`variant_effects`): ℓ1/ℓ2 (mask on) and the baseline, each paired with every
+other method of the table that is neither (the grid's VARIANT_MODELS: Multi-TopK, Matryoshka) on the same
+(backbone, dataset, k, seed): Δ = metric(method) − metric(variant) on k_degradation, fvu_k{4k}, fvu, the primary
+MS form of claim 1 and probe_n{n} (n ≤ 4); sign −1 for the first three (lower is better), +1 for the others.
+Holm over all of its rows; status "method better" / "variant better" (p_holm ≤ alpha, by the sign of sign·mean)
+or "inconclusive".
+
 The baseline's k-front (`front_value`): the baseline rows of one backbone and dataset over many k, each k averaged
 over seeds to a point (F_k, M_k) = (mean fvu, mean M); sorted by F, M is interpolated linearly in log F:
 
@@ -406,6 +413,38 @@ def per_k_effects(table, fronts=None, level: float = 0.95):
                                        "hi", "p"])
 
 
+def variant_effects(table, level: float = 0.95, alpha: float = 0.05):
+    """ℓ1/ℓ2 and the baseline against each established variant of the table (module docstring): a DataFrame with
+    columns scope, method, variant, effect, sign, n, mean, se, lo, hi, p, p_holm, status."""
+    import pandas as pd
+
+    variants = [m for m in dict.fromkeys(table["method"]) if m != "baseline" and m not in REGULARIZERS] \
+        if len(table) else []
+    backbones = sorted(table["backbone"].dropna().unique()) if variants else []
+    scopes = [(b, table[table["backbone"] == b]) for b in backbones] + ([("pooled", table)] if len(backbones) > 1
+                                                                         else [])
+    probe_ns = sorted(n for c in table.columns
+                      if (m := re.fullmatch(r"probe_n(\d+)", c)) and (n := int(m.group(1))) <= 4)
+    cross = "ms_cross_mean_frequent" in table and table["ms_cross_mean_frequent"].notna().any()
+    ms_name, ms = MS_CROSS_PRIMARY if cross else MS_FORMS[1]
+    metrics = [("Δ mean FVU(k')/FVU(k)", -1, k_degradation),
+               ("Δ FVU(4k)", -1, lambda r: _value(r, f"fvu_k{4 * int(r['k'])}")),
+               ("Δ FVU", -1, _col("fvu")), (f"Δ MS ({ms_name})", +1, ms),
+               *((f"Δ probe accuracy, n={n}", +1, _col(f"probe_n{n}")) for n in probe_ns)]
+    rows = [{"scope": scope, "method": method, "variant": v, "effect": name, "sign": sign,
+             **{c: x for c, x in paired_ci(_finite(_paired(t, method, mask, v, None, lambda a, b: f(a) - f(b))),
+                                           level).items() if c in ("n", "mean", "se", "lo", "hi", "p")}}
+            for scope, t in scopes for method, mask in (("l1/l2", True), ("baseline", None)) for v in variants
+            for name, sign, f in metrics]
+    df = pd.DataFrame(rows, columns=["scope", "method", "variant", "effect", "sign", "n", "mean", "se", "lo", "hi",
+                                     "p"])
+    df["p_holm"] = holm(df["p"].astype(float).tolist(), alpha)["p_adjusted"] if len(df) else []
+    df["status"] = [{"supports": "method better", "contradicts": "variant better"}.get(_status(p, sm, alpha),
+                                                                                        "inconclusive")
+                    for p, sm in zip(df["p_holm"], df["sign"] * df["mean"])]
+    return df
+
+
 def _markdown(df) -> str:
     """A pipe table of the DataFrame's cells as strings (no tabulate: it is not a dependency)."""
     cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
@@ -415,8 +454,9 @@ def _markdown(df) -> str:
 
 def write_verdicts(table, fronts=None, out_dir=".", level: float = 0.95, alpha: float = 0.05) -> list:
     """Write verdicts.csv (controlled_effects), verdicts.md (the claims' verdicts, then every scope × effect × form
-    as mean [lo, hi], p_holm, status), claims.csv (controlled_verdicts) and per_k.csv (per_k_effects) into
-    `out_dir`, each atomically; returns their paths in that order."""
+    as mean [lo, hi], p_holm, status, then the comparison with the established variants when the table has any),
+    claims.csv (controlled_verdicts), per_k.csv (per_k_effects) and variants.csv (variant_effects) into `out_dir`,
+    each atomically; returns their paths in that order."""
     from pathlib import Path
 
     from .checkpoint import atomic_write
@@ -424,18 +464,26 @@ def write_verdicts(table, fronts=None, out_dir=".", level: float = 0.95, alpha: 
     effects = controlled_effects(table, fronts, level, alpha)
     verdicts = controlled_verdicts(table, fronts, level, alpha)
     per_k = per_k_effects(table, fronts, level)
+    variants = variant_effects(table, level, alpha)
     fmt = lambda v: f"{v:.3g}"  # noqa: E731
-    shown = effects.assign(
-        claim=effects["claim"].str.split(".").str[0],
-        **{f"mean [{level:.0%} CI]": [f"{fmt(m)} [{fmt(lo)}, {fmt(hi)}]"
-                                      for m, lo, hi in zip(effects["mean"], effects["lo"], effects["hi"])],
-           "p_holm": effects["p_holm"].map(lambda p: f"{p:.2g}")})
-    shown = shown[["scope", "claim", "effect", "form", "primary", "n", f"mean [{level:.0%} CI]", "p_holm", "status"]]
+
+    def shown(df, columns):
+        ci = [f"{fmt(m)} [{fmt(lo)}, {fmt(hi)}]" for m, lo, hi in zip(df["mean"], df["lo"], df["hi"])]
+        df = df.assign(**{f"mean [{level:.0%} CI]": ci, "p_holm": df["p_holm"].map(lambda p: f"{p:.2g}")})
+        return _markdown(df[[*columns, "n", f"mean [{level:.0%} CI]", "p_holm", "status"]])
+
+    numbered = effects.assign(claim=effects["claim"].str.split(".").str[0])
     text = (f"# Controlled verdicts\n\nHolm's correction over all primary effects together (α = {alpha}), and "
             f"separately over the forms shown beside them. A claim holds when all its primary effects support it.\n\n"
-            f"## Claims\n\n{_markdown(verdicts)}\n\n## Effects\n\n{_markdown(shown)}\n")
+            f"## Claims\n\n{_markdown(verdicts)}\n\n## Effects\n\n"
+            f"{shown(numbered, ['scope', 'claim', 'effect', 'form', 'primary'])}\n")
+    if len(variants):
+        text += (f"\n## Against the established variants\n\nΔ = method − variant on the same (backbone, data set, "
+                 f"k, seed); Holm over these rows together.\n\n"
+                 f"{shown(variants, ['scope', 'method', 'variant', 'effect'])}\n")
     out = Path(out_dir)
     return [atomic_write(out / "verdicts.csv", lambda p: effects.to_csv(p, index=False)),
             atomic_write(out / "verdicts.md", lambda p: p.write_text(text, encoding="utf-8")),
             atomic_write(out / "claims.csv", lambda p: verdicts.to_csv(p, index=False)),
-            atomic_write(out / "per_k.csv", lambda p: per_k.to_csv(p, index=False))]
+            atomic_write(out / "per_k.csv", lambda p: per_k.to_csv(p, index=False)),
+            atomic_write(out / "variants.csv", lambda p: variants.to_csv(p, index=False))]

@@ -30,7 +30,8 @@ def test_plan_shapes():
     paper = plan(PRESETS["paper"])
     assert len(paper) == 3 * 2 * 3 * 5 and len({c.key for c in paper}) == len(paper)
     embedded = PRESETS["embedded"]
-    per_k = {k: len(embedded.seeds_at(k)) * (5 if k in embedded.ablation_ks else 3) for k in embedded.ks}
+    per_k = {k: len(embedded.seeds_at(k)) * (5 if k in embedded.ablation_ks else 3)
+             + len(embedded.variant_seeds) * len(embedded.variants) for k in embedded.ks}
     assert len(plan(embedded)) == sum(per_k[k] for b in embedded.backbones for k in embedded.backbone_ks.get(b, embedded.ks))
     assert embedded.seeds_at(embedded.main_k) == (0, 1, 2, 3, 4) and embedded.seeds_at(8) == (0, 1, 2)
 
@@ -152,3 +153,28 @@ def test_data_options_reach_the_loader_and_are_checked(tmp_path):
     with pytest.raises(ValueError, match="open-images-v7.repo="):      # before any cell is trained
         run_grid(PRESETS["paper"], tmp_path / "paper", progress=False)
     assert not (tmp_path / "paper" / "cells").exists()
+
+
+def test_plan_adds_variant_cells_and_refuses_unknown_ones():
+    from sae_tutorial.grid import VARIANT_MODELS
+
+    spec = dataclasses.replace(PRESETS["embedded"], variants=("multi-topk",), variant_seeds=())
+    cells = [c for c in plan(spec) if c.method == "multi-topk"]
+    assert len(cells) == sum(len(spec.seeds_at(k)) for b in spec.backbones for k in spec.backbone_ks.get(b, spec.ks))
+    few = [c for c in plan(dataclasses.replace(spec, variant_seeds=(1,))) if c.method == "multi-topk"]
+    assert {c.seed for c in few} == {1} and len(few) == sum(len(spec.backbone_ks.get(b, spec.ks)) for b in spec.backbones)
+    assert {c.mask for c in cells} == {None} and all(c.overrides == () for c in cells)
+    assert VARIANT_MODELS["matryoshka"].__name__ == "MatryoshkaSAE"
+    with pytest.raises(ValueError, match="unknown variant"):
+        plan(dataclasses.replace(spec, variants=("multi-topk", "gated")))
+
+
+def test_variant_cells_train_their_own_model_class(tmp_path):
+    import sae_tutorial as st
+
+    spec = dataclasses.replace(SPEC, variants=("multi-topk", "matryoshka"))
+    table = run_grid(spec, tmp_path / "v", data_fn=toy_split, progress=False)
+    assert len(table) == 2 * 7 and set(table["method"]) >= {"multi-topk", "matryoshka"}
+    for method, cls in (("multi-topk", "MultiTopKSAE"), ("matryoshka", "MatryoshkaSAE")):
+        cell = table[table["method"] == method]["cell"].iloc[0]
+        assert type(st.load(tmp_path / "v" / "cells" / cell / "sae.safetensors")).__name__ == cls

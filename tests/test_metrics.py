@@ -389,3 +389,48 @@ def test_bad_inputs_raise_clear_errors():
         metrics.evaluate(st.TopKSAE(4, 8, 2), e, labels=y[:49])
     with pytest.raises(TypeError, match="sae must be"):
         metrics.evaluate(torch.nn.Linear(4, 8), e)
+
+
+def slow_concept_classification(sae, x_fit, y_fit, x_test, y_test, n):
+    """Nearest prototype through the top-n concepts, one class and one test row at a time."""
+    protos = {}
+    torch.set_grad_enabled(False)
+    for c in sorted(set(y_fit.tolist())):
+        mu = x_fit[y_fit == c].mean(0)
+        z = sae.encode((mu / mu.norm())[None])[0]
+        order = sorted(range(len(z)), key=lambda j: -abs(float(z[j])))
+        keep = torch.zeros_like(z)
+        for j in order[: len(z) if n is None else n]:
+            keep[j] = z[j]
+        protos[c] = sae.decode(keep[None])[0]
+    right = 0
+    for x, y in zip(x_test, y_test):
+        cos = {c: float(F.cosine_similarity(x, p, dim=0)) for c, p in protos.items()}
+        right += max(cos, key=cos.get) == int(y)
+    torch.set_grad_enabled(True)
+    return right / len(y_test)
+
+
+@pytest.mark.parametrize("model", ["topk", "sparsemax"])
+def test_concept_classification_matches_a_slow_reference(model):
+    torch.manual_seed(0)
+    d, m, C = 12, 40, 4
+    centres = F.normalize(torch.randn(C, d), dim=1)
+    y = torch.arange(200) % C
+    x = F.normalize(centres[y] + 0.4 * torch.randn(200, d), dim=1)
+    sae = (st.TopKSAE(d, m, 8, seed=0) if model == "topk" else st.SparsemaxSAE(d, m, seed=0)).eval()
+    if model == "topk":   # a non-zero b_dec: two classes sharing their top concept then give different prototypes
+        torch.nn.init.normal_(sae.b_dec, std=0.3)
+    got = metrics.concept_classification(sae, x[:150], y[:150], x[150:], y[150:], ns=(1, 3, None))
+    for n in (1, 3, None):
+        assert got[n] == pytest.approx(slow_concept_classification(sae, x[:150], y[:150], x[150:], y[150:], n))
+    # a dictionary that holds the class centres rebuilds each prototype as its centre from one concept: the
+    # accuracy is the nearest-true-centre classifier's
+    oracle = st.TopKSAE(d, C, 1, seed=0).eval()
+    with torch.no_grad():
+        oracle.W_enc.copy_(centres), oracle.W_dec.copy_(centres), oracle.b_enc.zero_(), oracle.b_dec.zero_()
+    nearest_centre = float(((x[150:] @ centres.T).argmax(1) == y[150:]).float().mean())
+    assert metrics.concept_classification(oracle, x[:150], y[:150], x[150:], y[150:], ns=(1,))[1] == nearest_centre
+    assert nearest_centre > 0.8
+    with pytest.raises(ValueError, match="one entry per row"):
+        metrics.concept_classification(sae, x[:150], y[:100], x[150:], y[150:])

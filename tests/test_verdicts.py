@@ -215,7 +215,7 @@ def test_per_k_effects_and_written_files(tmp_path):
     assert ms.loc["embedded", "n"] == 5 and ms.loc["pooled", "n"] == 10 and (ms.lo < 0.1).all() and (ms.hi > 0.1).all()
 
     paths = write_verdicts(table, fronts, tmp_path / "out")
-    assert [p.name for p in paths] == ["verdicts.csv", "verdicts.md", "claims.csv", "per_k.csv"]
+    assert [p.name for p in paths] == ["verdicts.csv", "verdicts.md", "claims.csv", "per_k.csv", "variants.csv"]
     effects = controlled_effects(table, fronts)
     back = pd.read_csv(paths[0])
     assert list(back.columns) == list(effects.columns) and len(back) == len(effects)
@@ -226,3 +226,52 @@ def test_per_k_effects_and_written_files(tmp_path):
     assert md.index("## Claims") < md.index("## Effects")
     assert sum(line.startswith("| ") for line in md.splitlines()) == 2 + len(effects) + len(controlled_verdicts(table))
     assert not list((tmp_path / "out").glob(".*tmp*"))
+
+
+def with_variant(table: pd.DataFrame, name: str = "multi-topk", flatter: float = 0.0, seed: int = 1) -> pd.DataFrame:
+    """`table` plus one `name` row per baseline row: the baseline's numbers with FVU(k/2) lowered by `flatter`·fvu
+    (a variant more robust to k), and small noise elsewhere."""
+    rng = np.random.default_rng(seed)
+    base = table[table["method"] == "baseline"].copy()
+    base["method"] = name
+    for c in [c for c in base.columns if c.startswith(("fvu", "ms_", "probe_"))]:
+        base[c] = base[c] + rng.normal(0, 0.002, len(base))
+    k_half = [f"fvu_k{k // 2}" for k in base["k"]]
+    for i, (idx, col) in enumerate(zip(base.index, k_half)):
+        base.loc[idx, col] -= flatter * base.loc[idx, "fvu"]
+    return pd.concat([table, base], ignore_index=True)
+
+
+def slow_variant_deltas(table, method, mask, variant, f):
+    """The paired deltas of variant_effects, by a plain double loop."""
+    out = []
+    for _, a in table.iterrows():
+        if a["method"] != method or (mask is not None and str(a["mask"]) != str(mask)):
+            continue
+        for _, b in table.iterrows():
+            if b["method"] == variant and all(a[c] == b[c] for c in ("backbone", "dataset", "k", "seed")):
+                out.append(f(a) - f(b))
+    return out
+
+
+def test_variant_effects_match_a_slow_reference_and_see_who_is_more_robust():
+    from sae_tutorial.verdicts import k_degradation, variant_effects
+
+    table = with_variant(grid_table(), "multi-topk", flatter=0.0)
+    table = with_variant(table, "matryoshka", flatter=0.6, seed=2)   # far flatter than ℓ1/ℓ2's 0.3
+    effects = variant_effects(table)
+    assert set(effects.scope) == {"embedded", "efficientnet-lite0", "pooled"}
+    assert set(effects.variant) == {"multi-topk", "matryoshka"} and set(effects.method) == {"l1/l2", "baseline"}
+    row = lambda s, m, v, e: effects[(effects.scope == s) & (effects.method == m) & (effects.variant == v)  # noqa: E731
+                                     & (effects.effect == e)].iloc[0]
+    sub = table[table.backbone == "embedded"]
+    expected = slow_variant_deltas(sub, "l1/l2", True, "matryoshka", k_degradation)
+    r = row("embedded", "l1/l2", "matryoshka", "Δ mean FVU(k')/FVU(k)")
+    assert r.n == len(expected) == 15 and r["mean"] == pytest.approx(np.mean(expected))
+    # ℓ1/ℓ2 is flatter than the plain-copy Multi-TopK, and less flat than the Matryoshka built flatter still
+    assert row("pooled", "l1/l2", "multi-topk", "Δ mean FVU(k')/FVU(k)").status == "method better"
+    assert row("pooled", "l1/l2", "matryoshka", "Δ mean FVU(k')/FVU(k)").status == "variant better"
+    assert row("pooled", "baseline", "multi-topk", "Δ FVU").status == "inconclusive"
+    assert effects.p_holm.dropna().ge(effects.p.dropna()).all()
+    assert variant_effects(grid_table()).empty   # no variant in the table: nothing to compare
+

@@ -13,6 +13,13 @@ CKNNA, with kernels K_ij = ⟨x_i, x_j⟩ and L_ij = ⟨z_i, z_j⟩ on unit rows
 (the unbiased HSIC of Song et al. 2012, as in the reference code of the Platonic Representation Hypothesis).
 It compares n × n kernels, so it runs on a subsample (n ≤ `MAX_KERNEL_ROWS`).
 
+Top-n concept classification (the Sparsemax SAE paper's zero-shot test, with each class's prototype, the unit mean
+of its fitting embeddings μ_c, in place of a text embedding, which our image backbones do not have):
+
+    z_c = code of μ_c,   T_c(n) = the n entries of z_c largest in |z_cj| (n = None: all of them)
+    p_c(n) = decode(z_c ⊙ 1[T_c(n)])                 the prototype rebuilt from its n leading concepts
+    ŷ(x) = argmax_c cos(x, p_c(n)),   accuracy over the test rows
+
 Seed stability: cosines between the unit decoder rows of two SAEs, matched one-to-one by the Hungarian algorithm
 (scipy's linear_sum_assignment, maximising the total cosine); the mean matched cosine.
 """
@@ -152,6 +159,33 @@ def truncated_probe(codes_tr: Rows, y_tr: Any, codes_te: Rows, y_te: Any, ns: Se
     if tr[2] != te[2]:
         raise ValueError(f"codes_tr has {tr[2]} latents but codes_te has {te[2]}")
     return {n: linear_probe(_truncated(*tr, n), y_tr, _truncated(*te, n), y_te, C, max_iter) for n in ns}
+
+
+@torch.no_grad()
+def concept_classification(sae: SparseAutoencoder, x_fit: Tensor, y_fit: Tensor, x_test: Tensor, y_test: Tensor,
+                           ns: Sequence[int | None] = (1, 5, 10, 50, None)) -> dict[int | None, float]:
+    """{n: accuracy of nearest-prototype classification through each class's top-n concepts} (module docstring);
+    x_fit, x_test: (N, d) embeddings; y_fit, y_test: (N,) class ids; n = None keeps every concept."""
+    x_fit, x_test = _checks.matrix(x_fit, "x_fit", sae.d_in), _checks.matrix(x_test, "x_test", sae.d_in)
+    y_fit, y_test = torch.as_tensor(y_fit).long(), torch.as_tensor(y_test).long()
+    if len(y_fit) != len(x_fit) or len(y_test) != len(x_test):
+        raise ValueError(f"labels must have one entry per row: x_fit {len(x_fit)} vs y_fit {len(y_fit)}, "
+                         f"x_test {len(x_test)} vs y_test {len(y_test)}")
+    classes = torch.unique(y_fit)
+    device = next(sae.parameters()).device
+    means = torch.stack([x_fit[y_fit == c].float().mean(0) for c in classes])
+    z = sae.encode(F.normalize(means, dim=1).to(device))                                # (C, m)
+    x_unit = F.normalize(x_test.float(), dim=1).to(device)
+    out = {}
+    for n in ns:
+        kept = z
+        if n is not None:
+            idx = z.abs().topk(min(_checks.positive_int(n, "ns"), z.shape[1]), dim=1).indices   # T_c(n)
+            kept = torch.zeros_like(z).scatter_(1, idx, z.gather(1, idx))
+        protos = F.normalize(sae.decode(kept).float(), dim=1)                            # (C, d)
+        pred = classes.to(device)[(x_unit @ protos.T).argmax(1)]
+        out[n] = float((pred.cpu() == y_test).float().mean())
+    return out
 
 
 def _hsic_unbiased(A: Tensor, B: Tensor) -> Tensor:
