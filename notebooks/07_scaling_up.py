@@ -18,9 +18,9 @@
 # %% [markdown]
 # # Scaling up: the paper grid, several GPUs, sharing an SAE
 #
-# [Open in Colab](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/notebooks/07_scaling_up.ipynb)
+# [Open in Colab](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/notebooks/07_scaling_up.ipynb) · [student notebook](https://colab.research.google.com/github/sae-tutorial/sae-tutorial/blob/main/student/07_scaling_up.ipynb) (the exercises as stubs)
 #
-# **Prerequisites:** chapters 1 to 4; a GPU only for the large runs. **Time:** about 45 minutes.
+# **Prerequisites:** chapters 1 to 4; a GPU only for the large runs. **Time:** about 45 minutes, of which exercises about 10.
 #
 # The chapters run in CPU minutes. The paper's experiments do not: three backbones, two data sets, three budgets and
 # three training objectives, each with and without the batch-active mask. This page shows the three tools for that
@@ -48,7 +48,8 @@ print(f"mode={MODE}, device={DEVICE}")
 #
 # 1. how the paper's grid is laid out as resumable cells, and how to estimate its cost before spending it;
 # 2. how `torchrun` splits a global batch over devices without changing the loss;
-# 3. how to save, load and share an SAE as a hub-ready folder with its method card.
+# 3. how to save, load and share an SAE as a hub-ready folder with its method card;
+# 4. compute a floor on the GPU-hours of a training run from the shape of its step (exercise 7.1).
 
 # %% [markdown]
 # ## 1. The grid as cells
@@ -149,6 +150,44 @@ print(f"floor of the GPU-hours of SAE training, batch {batch_gpu}, from step/GEM
 gpu.round(2)
 
 # %% [markdown]
+# ### Exercise: a floor on GPU-hours
+#
+# ```{exercise} A floor on GPU-hours
+# :label: ex-gpu-hours
+#
+# *Exercise 7.1 · difficulty ●○○ · importance ●●○ · about 10 minutes*
+#
+# Write `gpu_floor_hours(steps, batch_size, d, m, step_per_gemm, tflops, gemm_efficiency=0.6)`: the formula
+# above, in hours. The check compares it with `st.grid.gpu_hours` on hidden cases and names a missing factor.
+# Then ask what dominates: which factor would you change first to halve the bill?
+# ```
+#
+# ````{solution} ex-gpu-hours
+# :class: dropdown
+#
+# ```python
+# def gpu_floor_hours(steps, batch_size, d, m, step_per_gemm, tflops, gemm_efficiency=0.6):
+#     gemm_seconds = 2 * batch_size * d * m / (tflops * 1e12 * gemm_efficiency)
+#     return steps * step_per_gemm * gemm_seconds / 3600
+# ```
+#
+# The GEMM's cost is $2Bdm$ FLOPs (a multiply and an add per entry), priced at a fraction of the card's peak, and a
+# step costs `step_per_gemm` of them. Steps × batch is the number of samples seen, so for a fixed number of epochs
+# the bill is proportional to $d \cdot m \cdot$ step_per_gemm: halving the dictionary halves it, and so would
+# a step with fewer dense passes (the regularized step's extra GEMM is about one unit of step_per_gemm).
+# ````
+
+# %% tags=["exercise"]
+def gpu_floor_hours(steps, batch_size, d, m, step_per_gemm, tflops, gemm_efficiency=0.6):
+    """A floor on the hours of `steps` training steps on a card of `tflops` bf16 TFLOP/s."""
+    gemm_seconds = 2 * batch_size * d * m / (tflops * 1e12 * gemm_efficiency)
+    return steps * step_per_gemm * gemm_seconds / 3600
+
+
+# %%
+st.exercises.check_gpu_hours(gpu_floor_hours)
+
+# %% [markdown]
 # ## 2. Several GPUs: `torchrun`
 #
 # ```bash
@@ -214,6 +253,30 @@ print(type(again).__name__, "weights equal:", torch.equal(again.W_dec, sae.W_dec
 # sae = st.SparseAutoencoder.from_pretrained("your-name/topk-sae-vit-l-16-k64")
 # ```
 #
+# ## Check your understanding
+#
+# ```{admonition} 1. A sweep is killed after 40 of its 90 cells. What happens when you run the same command again?
+# :class: dropdown
+# It skips the 40 cells whose `report.json` exists (written last, so its presence means the cell finished), redoes
+# the one that was running, and goes on. The results table is rebuilt from the reports in plan order, so it is the
+# table of an uninterrupted run.
+# ```
+#
+# ```{admonition} 2. With four GPUs, why is each rank's FVU denominator the variance of the global batch, not its own slice's?
+# :class: dropdown
+# FVU divides by the total variance of the batch. Four slices have four different variances, so four local FVUs
+# averaged by DDP would not be the FVU of the global batch, and the gradient would differ from one process on the
+# whole batch. All-reducing the variance makes the loss, and so the gradient, exactly that of one process.
+# ```
+#
+# ```{admonition} 3. Why is the GPU figure on this page called a floor?
+# :class: dropdown
+# It prices only the GEMM-equivalents measured on this machine at 60 % of the card's peak. On a GPU the
+# memory-bound parts of a step (Top-k, gathers, elementwise passes) and kernel launches weigh far more than on a
+# CPU, so real steps are slower; a dry run on the GPU measures the real figure.
+# ```
+
+# %% [markdown]
 # ## Summary
 #
 # - The paper grid is 90 resumable cells; `sweep --dry-run` prices it from throughput measured where it runs, and

@@ -537,6 +537,33 @@ def check_spikes(SPIKES: set[str], at_k: dict[str, float] | None = None) -> str:
     return f"Correct: {sorted(measured)} are spikes at k."
 
 
+# ---------------------------------------------------------------- chapter 7
+
+@_exercise("7.1", "07_scaling_up", "ex-gpu-hours", "A floor on GPU-hours", ("gpu_floor_hours",), 1, 2, 10)
+def check_gpu_hours(gpu_floor_hours: Callable) -> str:
+    """gpu_floor_hours(steps, batch_size, d, m, step_per_gemm, tflops, gemm_efficiency) against st.grid.gpu_hours,
+    with step_per_gemm ≠ 1 and a non-default efficiency, so that each factor of the formula shows."""
+    from .grid import gpu_hours
+
+    cases = [(31_250, 2048, 1024, 8192, 1.7, 312.0, 0.6), (1_000, 4096, 768, 16384, 2.4, 121.0, 0.5)]
+    for steps, B, d, m, ratio, tflops, eff in cases:
+        got, right = gpu_floor_hours(steps, B, d, m, ratio, tflops, eff), gpu_hours(steps, B, d, m, ratio, tflops, eff)
+        if _close(got, right, rtol=1e-6, atol=0):
+            continue
+        _diagnose(got, [
+            ("a multiply-add is 2 FLOPs: the GEMM costs 2·B·d·m, not B·d·m", right / 2),
+            ("that is in seconds: divide by 3600 for hours", right * 3600),
+            ("you priced the GEMM at the card's peak: divide by gemm_efficiency too", right * eff),
+            ("a step costs step_per_gemm GEMMs: multiply by it", right / ratio),
+            ("TFLOP/s is 10^12 FLOP/s: multiply tflops by 1e12", right * 1e12),
+        ], f"for steps={steps}, B={B}, d={d}, m={m}, step_per_gemm={ratio}, {tflops} TFLOP/s at {eff:.0%}: expected "
+           f"{right:.4g} h, you gave {got}")
+    hours = gpu_floor_hours(*cases[0])
+    return (f"Correct: one paper cell (50 epochs of ImageNet-1K at batch 2048, d=1024, m=8192) needs at least "
+            f"{hours * 3600:.0f} s ({hours:.4f} h) of SAE training on an A100: the floor is small; the real cost "
+            "is in the memory-bound parts of a step and in extracting the embeddings.")
+
+
 # ---------------------------------------------------------------- grading
 
 @dataclass(frozen=True)

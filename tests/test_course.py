@@ -21,8 +21,9 @@ CHAPTERS = course.chapters()
 
 def test_every_chapter_with_exercises_has_a_student_notebook():
     assert CHAPTERS == [f"{n:02d}_{name}" for n, name in enumerate(
-        ["topk_basics", "regularizers", "vision_backbones", "evaluating", "latent_explorer", "adaptive_budgets"], 1)]
-    assert len(exercises.REGISTRY) == 15
+        ["topk_basics", "regularizers", "vision_backbones", "evaluating", "latent_explorer", "adaptive_budgets",
+         "scaling_up"], 1)]
+    assert len(exercises.REGISTRY) == 16
 
 
 def test_student_files_are_up_to_date():

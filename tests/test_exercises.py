@@ -66,6 +66,8 @@ REFERENCE = {
     "5.2": (similar,),
     "6.1": (1.1, [0, 1]),
     "6.2": ({"Top-k", "Top-k + off-support L1", "Top-k + L1/L2"},),
+    "7.1": (lambda steps, B, d, m, ratio, tflops, eff=0.6:
+            steps * ratio * 2 * B * d * m / (tflops * 1e12 * eff) / 3600,),
 }
 
 
@@ -135,6 +137,11 @@ WRONG = [
     ("6.2", ({"Top-k", "BatchTopK"},), "BatchTopK keeps k per input only on average"),
     ("6.2", ({"Top-k"},), "['Top-k + L1/L2', 'Top-k + off-support L1'] also give exactly k"),
     ("6.2", ({"TopK"},), "['TopK'] are not models of this chapter"),
+    ("7.1", (lambda steps, B, d, m, r, t, e=0.6: steps * r * B * d * m / (t * 1e12 * e) / 3600,),
+     "a multiply-add is 2"),
+    ("7.1", (lambda steps, B, d, m, r, t, e=0.6: steps * r * 2 * B * d * m / (t * 1e12 * e),), "that is in seconds"),
+    ("7.1", (lambda steps, B, d, m, r, t, e=0.6: steps * r * 2 * B * d * m / (t * 1e12) / 3600,),
+     "you priced the GEMM at the card's peak"),
 ]
 
 

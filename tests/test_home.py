@@ -59,7 +59,7 @@ def test_a_fork_changes_one_line(tmp_path):
     readme = (tmp_path / "README.md").read_text()
     assert "git+https://github.com/my-lab/sae-course@spring-2027" in readme
     assert readme.count("colab.research.google.com/github/my-lab/sae-course/blob/spring-2027/notebooks/") == 7
-    assert readme.count("colab.research.google.com/github/my-lab/sae-course/blob/spring-2027/student/") == 6
+    assert readme.count("colab.research.google.com/github/my-lab/sae-course/blob/spring-2027/student/") == 7
     assert "git clone -b spring-2027 https://github.com/my-lab/sae-course" in (tmp_path / "book/how-to-run.md").read_text()
 
 
