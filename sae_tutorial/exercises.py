@@ -547,7 +547,8 @@ def check_gpu_hours(gpu_floor_hours: Callable) -> str:
 
     cases = [(31_250, 2048, 1024, 8192, 1.7, 312.0, 0.6), (1_000, 4096, 768, 16384, 2.4, 121.0, 0.5)]
     for steps, B, d, m, ratio, tflops, eff in cases:
-        got, right = gpu_floor_hours(steps, B, d, m, ratio, tflops, eff), gpu_hours(steps, B, d, m, ratio, tflops, eff)
+        args = (steps, B, d, m, ratio, tflops, eff)
+        got, right = gpu_floor_hours(*args), gpu_hours(*args)
         if _close(got, right, rtol=1e-6, atol=0):
             continue
         _diagnose(got, [

@@ -388,9 +388,9 @@ EMBED_DIMS = {"clip-vit-l-14": 768, "siglip2": 1152, "vit-l-16": 1024, "embedded
 
 def measure_step(d: int, m: int, k: int, batch_size: int, overrides: dict[str, Any], steps: int = 3,
                  model: type[TopKSAE] = TopKSAE) -> dict[str, float]:
-    """One cell kind's training step (its `model` class) on this machine's device (bf16 autocast on CUDA), with the library's own step
-    (train.loss_terms + optimizer_step), timed over `steps` steps after one warm-up; and the encoder GEMM
-    (B×d @ d×m) timed the same way, the yardstick of benchmarks/bench_train.py.
+    """One cell kind's training step (its `model` class) on this machine's device (bf16 autocast on CUDA), with
+    the library's own step (train.loss_terms + optimizer_step), timed over `steps` steps after one warm-up; and the
+    encoder GEMM (B×d @ d×m) timed the same way, the yardstick of benchmarks/bench_train.py.
 
     Returns {"samples_per_s", "step_s", "gemm_s", "step_per_gemm"}.
     """

@@ -304,16 +304,28 @@ def _matched(scope_table, fronts, method: str, f) -> list[float]:
     return _finite(deltas)
 
 
+def _scopes(table) -> list[tuple[str, Any]]:
+    """(scope, rows): each backbone alone, then "pooled" (all rows) when there are ≥ 2 backbones."""
+    backbones = sorted(table["backbone"].dropna().unique()) if len(table) else []
+    return [(b, table[table["backbone"] == b]) for b in backbones] + ([("pooled", table)] if len(backbones) > 1
+                                                                      else [])
+
+
+def _few_probe_ns(table) -> list[int]:
+    """The truncations n ≤ 4 of the table's probe_n{n} columns (claim 4's few leading latents)."""
+    return sorted(n for c in table.columns if (m := re.fullmatch(r"probe_n(\d+)", c)) and (n := int(m.group(1))) <= 4)
+
+
+def _fvu_at(factor: int):
+    """The row function  row[fvu_k{factor·k}]."""
+    return lambda r: _value(r, f"fvu_k{factor * int(r['k'])}")
+
+
 def _controlled_specs(table, fronts=None) -> list[dict[str, Any]]:
     """Every effect row of every scope: scope, claim, effect, form, primary, uncontrolled, sign, deltas."""
-    backbones = sorted(table["backbone"].dropna().unique()) if len(table) else []
-    scopes = [(b, table[table["backbone"] == b]) for b in backbones] + ([("pooled", table)] if len(backbones) > 1
-                                                                         else [])
-    probe_ns = sorted(n for c in table.columns
-                      if (m := re.fullmatch(r"probe_n(\d+)", c)) and (n := int(m.group(1))) <= 4)
-    fvu_at = lambda factor: lambda r: _value(r, f"fvu_k{factor * int(r['k'])}")  # noqa: E731
+    probe_ns = _few_probe_ns(table)
     out = []
-    for scope, t in scopes:
+    for scope, t in _scopes(table):
         def add(claim, effect, form, primary, sign, deltas, uncontrolled=None, shown=False):
             if primary or deltas:  # a shown-beside form with no data at all is left out
                 out.append({"scope": scope, "claim": CLAIMS[claim - 1], "effect": effect, "form": form,
@@ -341,7 +353,7 @@ def _controlled_specs(table, fronts=None) -> list[dict[str, Any]]:
                 paired(r, False, _col("dead_frac", plus="rare_frac"), (r, True)))
         add(3, "l1/l2: Δ mean FVU(k')/FVU(k)", "mean over k' ≠ k", True, -1, paired("l1/l2", True, k_degradation))
         for factor in (2, 4):
-            add(3, f"l1/l2: Δ FVU({factor}k)", "absolute FVU", False, -1, paired("l1/l2", True, fvu_at(factor)))
+            add(3, f"l1/l2: Δ FVU({factor}k)", "absolute FVU", False, -1, paired("l1/l2", True, _fvu_at(factor)))
         for n in probe_ns:
             add(4, f"l1/l2: Δ probe accuracy, n={n}", "top-1 accuracy", True, +1,
                 paired("l1/l2", True, _col(f"probe_n{n}")))
@@ -420,21 +432,16 @@ def variant_effects(table, level: float = 0.95, alpha: float = 0.05):
 
     variants = [m for m in dict.fromkeys(table["method"]) if m != "baseline" and m not in REGULARIZERS] \
         if len(table) else []
-    backbones = sorted(table["backbone"].dropna().unique()) if variants else []
-    scopes = [(b, table[table["backbone"] == b]) for b in backbones] + ([("pooled", table)] if len(backbones) > 1
-                                                                         else [])
-    probe_ns = sorted(n for c in table.columns
-                      if (m := re.fullmatch(r"probe_n(\d+)", c)) and (n := int(m.group(1))) <= 4)
     cross = "ms_cross_mean_frequent" in table and table["ms_cross_mean_frequent"].notna().any()
     ms_name, ms = MS_CROSS_PRIMARY if cross else MS_FORMS[1]
-    metrics = [("Δ mean FVU(k')/FVU(k)", -1, k_degradation),
-               ("Δ FVU(4k)", -1, lambda r: _value(r, f"fvu_k{4 * int(r['k'])}")),
+    metrics = [("Δ mean FVU(k')/FVU(k)", -1, k_degradation), ("Δ FVU(4k)", -1, _fvu_at(4)),
                ("Δ FVU", -1, _col("fvu")), (f"Δ MS ({ms_name})", +1, ms),
-               *((f"Δ probe accuracy, n={n}", +1, _col(f"probe_n{n}")) for n in probe_ns)]
+               *((f"Δ probe accuracy, n={n}", +1, _col(f"probe_n{n}")) for n in _few_probe_ns(table))]
     rows = [{"scope": scope, "method": method, "variant": v, "effect": name, "sign": sign,
              **{c: x for c, x in paired_ci(_finite(_paired(t, method, mask, v, None, lambda a, b: f(a) - f(b))),
                                            level).items() if c in ("n", "mean", "se", "lo", "hi", "p")}}
-            for scope, t in scopes for method, mask in (("l1/l2", True), ("baseline", None)) for v in variants
+            for scope, t in (_scopes(table) if variants else [])
+            for method, mask in (("l1/l2", True), ("baseline", None)) for v in variants
             for name, sign, f in metrics]
     df = pd.DataFrame(rows, columns=["scope", "method", "variant", "effect", "sign", "n", "mean", "se", "lo", "hi",
                                      "p"])

@@ -119,5 +119,6 @@ def run_grid(args: argparse.Namespace) -> int:
         with pd.option_context("display.width", 200, "display.max_colwidth", 60):
             print(claims[["scope", "claim", "verdict", "verdict_uncontrolled", "changed"]].to_string(index=False))
         print(f"every effect with its 95 % CI and Holm-adjusted p: {out / 'verdicts.md'} (and verdicts.csv, "
-              f"per_k.csv, variants.csv: ℓ1/ℓ2 against Multi-TopK and Matryoshka); the λ chosen on validation rows: {out / 'lambdas.json'}")
+              f"per_k.csv, variants.csv: ℓ1/ℓ2 against Multi-TopK and Matryoshka); the λ chosen on validation "
+              f"rows: {out / 'lambdas.json'}")
     return 0
