@@ -436,12 +436,19 @@ for (name, label), (small_sae, _, hist) in dead_runs.items():
     W = F.normalize(small_sae.W_dec.detach().cpu(), dim=1)
     matches = (W @ F.normalize(data_i.features, dim=1).T).max(1).values > 0.9   # (m,)
     recovered = st.synthetic.feature_recovery(small_sae.W_dec, data_i.features)["recovered"]
+    # How far below the winners do the dead latents sit? Their pre-activation, where positive,
+    # over the k-th largest selected value of the same row.
+    with torch.no_grad():
+        h = small_sae.pre_activations(data_i.x.to(DEVICE)).cpu()[:, ~alive]       # (N, n_dead)
+    kth = codes.topk(small_sae.k, dim=1).values[:, -1:]                            # (N, 1)
+    gap = (h / kth)[h > 0]
     rows.append({"experiment": name, "AuxK": label,
                  "dead in training (last step)": hist["dead_frac"][-1],
                  "never fire on the data": 1 - alive.float().mean().item(),
                  "FVU": fvu_i, "features recovered": recovered,
                  "live latents matching a feature": int((alive & matches).sum()),
-                 "live latents matching none": int((alive & ~matches).sum())})
+                 "live latents matching none": int((alive & ~matches).sum()),
+                 "dead: pre-act / k-th winner": gap.median().item() if gap.numel() else float("nan")})
 dead_table = pd.DataFrame(rows).set_index(["experiment", "AuxK"])
 dead_table.round(3)
 
@@ -466,13 +473,25 @@ plt.show()
 # lowers the FVU a little (table above). The features themselves are not recovered in this run: 256 features in
 # 16 dimensions is far too crowded for 128 latents, and this experiment is only about who gets a gradient.
 #
-# **More latents than features (right).** Here AuxK does not lower the dead fraction: in this run it ends
-# *higher* with AuxK than without. Yet both SAEs recover every true feature, with about the same number of live
-# latents that each match one (last columns of the table). They differ in the rest: without AuxK, many more
-# latents stay alive while matching no true feature, firing on a small fraction of inputs; with AuxK most of
-# those are dead. With 48 features and 256 latents most latents are spare, and there is nothing for AuxK to
-# revive them into. We have not pinned down why AuxK makes more of them die here; what the experiment shows is
-# that a dead fraction means wasted capacity only when features are still unlearnt.
+# **More latents than features (right).** Here AuxK does not lower the dead fraction: it ends *higher* with
+# AuxK than without. Yet both SAEs recover every true feature, with about the same number of live latents that
+# each match one (table above). They differ in the spare latents. Without AuxK, a latent that dies keeps the
+# weights it had, and many of these half-trained latents still enter the top $k$ now and then: they stay alive
+# while matching no true feature, firing on a small fraction of inputs. With AuxK a dead latent is trained, but
+# on the residual $e = x - \hat x$: AuxK asks its activation $a_j$ to fit the part of the residual along its
+# decoder row, $\partial \mathcal{L}_\text{aux} / \partial a_j \propto -(e - \hat e) \cdot W_{\text{dec},j}$.
+# When the live latents already explain every feature, the residual is what a $k=2$ code has to leave out,
+# spread over directions that no spare latent matches, and the best fit for a spare latent is a small
+# activation. The last column of the table measures it: where a dead latent's pre-activation is positive, it
+# is this median fraction of the $k$-th winner's value on the same input. In the second experiment AuxK lowers
+# that fraction several-fold: it pulls the spare latents down to the residual's scale, far below the scale at
+# which a latent wins the top $k$, and they stay dead. In the first experiment the residual still holds
+# features that no live latent explains; fitting it *raises* the dead latents' pre-activations, and they
+# rejoin.
+#
+# So AuxK revives dead latents when there is something left for them to learn, and otherwise sorts the
+# dictionary into latents that match a feature and latents that never fire. A dead fraction means wasted
+# capacity only when features are still unlearnt; when they are all learnt, it measures spare capacity.
 #
 # At the scale of real vision embeddings (thousands of latents, an unknown but large number of concepts) the
 # first situation is the common one, which is why AuxK is part of the standard recipe. The SAE we trained above
