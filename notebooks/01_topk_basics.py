@@ -443,12 +443,12 @@ for (name, label), (small_sae, _, hist) in dead_runs.items():
     kth = codes.topk(small_sae.k, dim=1).values[:, -1:]                            # (N, 1)
     gap = (h / kth)[h > 0]
     rows.append({"experiment": name, "AuxK": label,
-                 "dead in training (last step)": hist["dead_frac"][-1],
-                 "never fire on the data": 1 - alive.float().mean().item(),
-                 "FVU": fvu_i, "features recovered": recovered,
-                 "live latents matching a feature": int((alive & matches).sum()),
-                 "live latents matching none": int((alive & ~matches).sum()),
-                 "dead: pre-act / k-th winner": gap.median().item() if gap.numel() else float("nan")})
+                 "dead (training)": hist["dead_frac"][-1],
+                 "never fire": 1 - alive.float().mean().item(),
+                 "FVU": fvu_i, "recovered": recovered,
+                 "live, match": int((alive & matches).sum()),
+                 "live, no match": int((alive & ~matches).sum()),
+                 "dead h / k-th": gap.median().item() if gap.numel() else float("nan")})
 dead_table = pd.DataFrame(rows).set_index(["experiment", "AuxK"])
 dead_table.round(3)
 
@@ -467,6 +467,11 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# The table's columns: the dead fraction at the last training step and on the whole data set, the FVU, the
+# fraction of true features recovered, the live latents whose decoder row matches a true feature (cosine > 0.9)
+# and those that match none, and, for the dead latents, their pre-activation (where positive) over the $k$-th
+# largest selected value of the same input (the median).
+#
 # **Handicapped latents (left).** Without AuxK, nearly all of the handicapped half of the dictionary stays dead
 # to the end: those latents get no gradient that could raise them. With AuxK, each one is pulled towards the part
 # of the residual it can explain, its pre-activations rise, and most of them rejoin the competition, which also
@@ -508,7 +513,7 @@ plt.show()
 #
 # Write `my_dead_fraction(codes)`: given dense codes of shape `(N, m)` computed on a data set, return the
 # fraction of the $m$ latents that are zero on *every* input, as a Python float. Then look at the table above:
-# why can "dead in training" and "never fire on the data" differ?
+# why can "dead (training)" and "never fire" differ?
 # ```
 #
 # ````{solution} ex-dead
