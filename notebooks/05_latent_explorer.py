@@ -37,21 +37,30 @@ if "google.colab" in sys.modules:
                     "sae-tutorial[colab] @ git+https://github.com/sae-tutorial/sae-tutorial@main"], check=True)
 
 # %% tags=["parameters"]
-# Scale of this chapter: SAE_TUTORIAL_MODE = auto | small | colab | full (see "How to run this book").
+# Scale of this chapter: SAE_TUTORIAL_MODE = auto | small | colab | full
+# (see "How to run this book").
+import pprint
+
 import sae_tutorial as st
 import torch
 
-MODE, DEVICE = st.book.setup()   # "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
-PUBLIC_REPO = "mateuszpach/sae-for-vlm"   # colab: a hub repository of vision SAEs (or a local copy of one)
+# "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
+MODE, DEVICE = st.book.setup()
+# colab: a hub repository of vision SAEs (or a local copy of one)
+PUBLIC_REPO = "mateuszpach/sae-for-vlm"
 if MODE == "small":
-    SIZES = dict(n_latents=512, k=8, epochs=3, batch_size=512, lambda_ratio=0.003, top_n=50, n_cards=12)
+    SIZES = dict(n_latents=512, k=8, epochs=3, batch_size=512, lambda_ratio=0.003,
+                 top_n=50, n_cards=12)
 else:
-    # A GPU: the same embedded Fashion-MNIST backbone, a 4x wider dictionary trained longer. The explorer's
-    # code is the same for CLIP or SigLIP2 embeddings of ImageNet (chapter 3 extracts them).
-    SIZES = dict(n_latents=2048, k=16, epochs=10, batch_size=1024, lambda_ratio=0.003, top_n=50, n_cards=12)
+    # A GPU: the same embedded Fashion-MNIST backbone, a 4x wider dictionary trained
+    # longer. The explorer's code is the same for CLIP or SigLIP2 embeddings of ImageNet
+    # (chapter 3 extracts them).
+    SIZES = dict(n_latents=2048, k=16, epochs=10, batch_size=1024, lambda_ratio=0.003,
+                 top_n=50, n_cards=12)
 # a no-op unless SAE_TUTORIAL_SHRINK is set (the Colab rehearsal, see How to run)
 SIZES = st.book.shrink(SIZES)
-print(f"mode={MODE}, device={DEVICE}, sizes={SIZES}")
+print(f"mode={MODE}, device={DEVICE}, sizes:")
+pprint.pprint(SIZES, width=88, sort_dicts=False)
 
 # %% [markdown]
 # ## What you will learn
@@ -72,7 +81,6 @@ print(f"mode={MODE}, device={DEVICE}, sizes={SIZES}")
 # chapter 4; this chapter only uses them. Everything runs on a laptop CPU in one to two minutes.
 
 # %%
-import inspect
 import json
 import re
 import time
@@ -82,10 +90,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
-from sae_tutorial.book import show_source
 from sae_tutorial.datasets import cache_dir
-
-
 
 # %% [markdown]
 # ## Embeddings and images
@@ -97,13 +102,20 @@ from sae_tutorial.datasets import cache_dir
 
 # %%
 start = time.perf_counter()
-train_emb = st.load_embeddings(st.embed("embedded", "fashion-mnist", "train", progress=False))
-test_emb = st.load_embeddings(st.embed("embedded", "fashion-mnist", "test", progress=False))
-x_train, x_test = train_emb.x.float().clone(), test_emb.x.float().clone()       # (60000, 128), (10000, 128)
-labels, classes = test_emb.labels, test_emb.classes                             # (10000,) class ids, 10 names
-images, image_labels = st.datasets.fashion_mnist_arrays("test")                  # (10000, 28, 28) uint8
-assert np.array_equal(image_labels, labels.numpy()), "embeddings and images must be in the same order"
-print(f"train {tuple(x_train.shape)}, test {tuple(x_test.shape)} embeddings in {time.perf_counter() - start:.1f} s")
+train_emb = st.load_embeddings(st.embed("embedded", "fashion-mnist", "train",
+                                        progress=False))
+test_emb = st.load_embeddings(st.embed("embedded", "fashion-mnist", "test",
+                                       progress=False))
+# (60000, 128), (10000, 128)
+x_train, x_test = train_emb.x.float().clone(), test_emb.x.float().clone()
+# (10000,) class ids, 10 names
+labels, classes = test_emb.labels, test_emb.classes
+# (10000, 28, 28) uint8
+images, image_labels = st.datasets.fashion_mnist_arrays("test")
+assert np.array_equal(image_labels, labels.numpy()), (
+    "embeddings and images must be in the same order")
+print(f"train {tuple(x_train.shape)}, test {tuple(x_test.shape)} embeddings in "
+      f"{time.perf_counter() - start:.1f} s")
 print(f"backbone: {train_emb.manifest['backbone']['pooling']}")
 
 # %% [markdown]
@@ -124,10 +136,11 @@ MODELS = {"baseline Top-k": 0.0, "Top-k + ℓ1/ℓ2": S["lambda_ratio"]}
 
 
 def train_sae(lambda_ratio):
-    """A Top-k SAE of this chapter's size trained on the training embeddings; returns (sae, config, history)."""
+    ("A Top-k SAE of this chapter's size trained on the training embeddings; "
+     "returns (sae, config, history).")
     sae = st.TopKSAE(x_train.shape[1], S["n_latents"], S["k"], seed=0).to(DEVICE)
-    config = st.TrainConfig(batch_size=S["batch_size"], epochs=S["epochs"], lambda_ratio=lambda_ratio,
-                            progress=False)
+    config = st.TrainConfig(batch_size=S["batch_size"], epochs=S["epochs"],
+                            lambda_ratio=lambda_ratio, progress=False)
     history = st.train(sae, x_train, config)
     return sae.cpu().eval(), config, history
 
@@ -136,8 +149,10 @@ saes, configs, histories, paths = {}, {}, {}, {}
 for name, lam in MODELS.items():
     start = time.perf_counter()
     saes[name], configs[name], histories[name] = train_sae(lam)
-    paths[name] = saes[name].save(SAE_DIR / f"{'baseline' if lam == 0 else 'l1l2'}.safetensors")
-    print(f"{name}: {len(histories[name]['step'])} steps in {time.perf_counter() - start:.1f} s, "
+    paths[name] = saes[name].save(
+        SAE_DIR / f"{'baseline' if lam == 0 else 'l1l2'}.safetensors")
+    print(f"{name}: {len(histories[name]['step'])} steps in "
+          f"{time.perf_counter() - start:.1f} s, "
           f"final training FVU {histories[name]['fvu'][-1]:.3f}")
 
 # %% [markdown]
@@ -149,19 +164,15 @@ for name, lam in MODELS.items():
 # is. The codes are never held in memory at once: `st.explorer.encode(sae, x)` yields them a chunk at a time.
 
 # %%
-from sae_tutorial.explorer.precompute import FiringSample
+import importlib
 
-print(inspect.getmodule(FiringSample).__doc__)
-
-# %% [markdown]
-# The contrast images use reservoir sampling: every non-zero activation draws a random key and each latent keeps its
-# largest keys, which is a uniform sample of the images it fires on, whatever order they arrive in. Here is the
-# update for one chunk of non-zero entries (`c.rows`, `c.cols`, `c.vals`):
-
-# %%
-show_source(FiringSample.update)
+# the module's docstring (st.explorer.precompute is the function it holds)
+print(importlib.import_module("sae_tutorial.explorer.precompute").__doc__)
 
 # %% [markdown]
+# The contrast images are a uniform random sample of the images a latent fires on, drawn in the same single pass
+# by reservoir sampling; how, with the code, is in the appendix, {ref}`under-the-hood-reservoir`.
+#
 # We compute the statistics of both SAEs on the test set, with the SAE's input as the embedding of the
 # Monosemanticity Score, and save them beside each checkpoint (`<name>.explorer.safetensors`, written atomically,
 # with a content hash and the hash of the SAE they belong to).
@@ -170,12 +181,15 @@ show_source(FiringSample.update)
 stats = {}
 for name, sae in saes.items():
     start = time.perf_counter()
-    computed = st.explorer.precompute(st.explorer.encode(sae, x_test), labels, embeddings=x_test,
-                                      top_n=S["top_n"], class_names=classes)
+    computed = st.explorer.precompute(st.explorer.encode(sae, x_test), labels,
+                                      embeddings=x_test, top_n=S["top_n"],
+                                      class_names=classes)
     computed.save(st.explorer.stats_path(paths[name]), sae)
-    stats[name] = st.explorer.load_stats(st.explorer.stats_path(paths[name]), sae)   # checks hash and SAE
-    print(f"{name}: statistics of {stats[name].n_latents} latents over {stats[name].n_samples:,} images "
-          f"in {time.perf_counter() - start:.2f} s -> {st.explorer.stats_path(paths[name]).name}")
+    # checks hash and SAE
+    stats[name] = st.explorer.load_stats(st.explorer.stats_path(paths[name]), sae)
+    print(f"{name}: statistics of {stats[name].n_latents} latents over "
+          f"{stats[name].n_samples:,} images in {time.perf_counter() - start:.2f} s\n"
+          f"  -> {st.explorer.stats_path(paths[name]).name}")
 
 # %% [markdown]
 # ## Reading a card
@@ -186,7 +200,8 @@ for name, sae in saes.items():
 
 # %%
 BASE, REG = MODELS
-fig = st.explorer.latent_cards(stats[BASE], images, labels, k=4, sae=saes[BASE], title=f"{BASE}: four latents")
+fig = st.explorer.latent_cards(stats[BASE], images, labels, k=4, sae=saes[BASE],
+                               title=f"{BASE}: four latents")
 plt.show()
 
 # %% [markdown]
@@ -215,7 +230,8 @@ def summary_row(name):
     with torch.no_grad():
         fvu = st.metrics.fvu(x_test, sae(x_test).x_hat)
     return {"SAE": name, "test FVU": fvu, "dead latents": int((~s.alive).sum()),
-            "mean MS": st.metrics.alive_mean(s.ms), "mean purity": st.metrics.alive_mean(s.purity),
+            "mean MS": st.metrics.alive_mean(s.ms),
+            "mean purity": st.metrics.alive_mean(s.purity),
             "latents with purity ≥ 0.9": int((s.purity >= 0.9).sum()),
             "median frequency": float(s.frequency[s.alive].median())}
 
@@ -230,14 +246,18 @@ fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
 for i, name in enumerate(MODELS):
     s = stats[name]
     alive = s.alive
-    axes[0].hist(s.ms[alive & ~s.ms.isnan()], bins=30, range=(0, 1), alpha=0.6, color=f"C{i}", label=name)
-    axes[1].hist(s.purity[alive], bins=30, range=(0, 1), alpha=0.6, color=f"C{i}", label=name)
-    axes[2].scatter(s.frequency[alive], s.ms[alive], s=6, alpha=0.6, color=f"C{i}", label=name)
-axes[0].set(xlabel="Monosemanticity Score", ylabel="latents", title="MS of live latents")
+    axes[0].hist(s.ms[alive & ~s.ms.isnan()], bins=30, range=(0, 1), alpha=0.6,
+                 color=f"C{i}", label=name)
+    axes[1].hist(s.purity[alive], bins=30, range=(0, 1), alpha=0.6, color=f"C{i}",
+                 label=name)
+    axes[2].scatter(s.frequency[alive], s.ms[alive], s=6, alpha=0.6, color=f"C{i}",
+                    label=name)
+axes[0].set(xlabel="Monosemanticity Score", ylabel="latents",
+            title="MS of live latents")
 axes[1].axvline(chance, color="k", ls="--", lw=1, label="chance")
 axes[1].set(xlabel="purity of the top 50 images", title="Class purity")
-axes[2].set(xscale="log", xlabel="frequency (fraction of test images, log scale)", ylabel="MS",
-            title="MS against frequency")
+axes[2].set(xscale="log", xlabel="frequency (fraction of test images, log scale)",
+            ylabel="MS", title="MS against frequency")
 for ax in axes:
     ax.legend(fontsize=8)
 fig.tight_layout()
@@ -252,7 +272,8 @@ plt.show()
 # most monosemantic latents:
 
 # %%
-fig = st.explorer.latent_cards(stats[REG], images, labels, k=4, sae=saes[REG], title=f"{REG}: four latents")
+fig = st.explorer.latent_cards(stats[REG], images, labels, k=4, sae=saes[REG],
+                               title=f"{REG}: four latents")
 plt.show()
 
 # %% [markdown]
@@ -274,16 +295,19 @@ plt.show()
 # react. Run the chapter on Colab (link at the top) to use them; the card deck in the next section works here too.
 # ```
 #
-# The map is a UMAP embedding (McInnes, Healy and Melville, 2018) of the decoder rows, computed with umap-learn,
+# The map is a UMAP embedding {cite:p}`mcinnes2018umap` of the decoder rows, computed with umap-learn,
 # cosine metric, seeded. Its first call in a new Python process compiles some of umap-learn's kernels (about ten
 # seconds on a CPU).
 
 # %%
 start = time.perf_counter()
 umap_coords = {name: st.explorer.decoder_umap(saes[name]) for name in MODELS}
-print(f"UMAP of {2 * S['n_latents']} decoder rows in {time.perf_counter() - start:.1f} s")
-explorers = {name: st.explorer.LatentExplorer(saes[name], st.explorer.stats_path(paths[name]), images, labels,
-                                               umap=umap_coords[name], title=name)
+print(f"UMAP of {2 * S['n_latents']} decoder rows in "
+      f"{time.perf_counter() - start:.1f} s")
+explorers = {name: st.explorer.LatentExplorer(saes[name],
+                                               st.explorer.stats_path(paths[name]),
+                                               images, labels, umap=umap_coords[name],
+                                               title=name)
              for name in MODELS}
 widgets.HBox(list(explorers.values()), layout=widgets.Layout(flex_flow="row wrap"))
 
@@ -295,7 +319,8 @@ widgets.HBox(list(explorers.values()), layout=widgets.Layout(flex_flow="row wrap
 # left column is the baseline's $n$-th card, the right one the regularized SAE's.
 
 # %%
-card_deck = st.explorer.card_deck(list(explorers.values()), n_cards=S["n_cards"], titles=list(MODELS))
+card_deck = st.explorer.card_deck(list(explorers.values()), n_cards=S["n_cards"],
+                                  titles=list(MODELS))
 card_deck
 
 # %% [markdown]
@@ -311,9 +336,13 @@ for ax, name in zip(axes, MODELS):
     ax.scatter(*xy[~s.alive.numpy()].T, s=4, color="0.85", label="dead")
     for c, class_name in enumerate(classes):
         mine = (s.dominant == c).numpy()
-        ax.scatter(*xy[mine].T, s=9, color=np.array(st.explorer.cards.class_color(c)) / 255, label=class_name)
-    ax.set(xticks=[], yticks=[], title=f"{name}: decoder rows (UMAP), by dominant class")
-axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=1.5)
+        ax.scatter(*xy[mine].T, s=9,
+                   color=np.array(st.explorer.cards.class_color(c)) / 255,
+                   label=class_name)
+    ax.set(xticks=[], yticks=[],
+           title=f"{name}: decoder rows (UMAP), by dominant class")
+axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5),
+               markerscale=1.5)
 fig.tight_layout()
 plt.show()
 
@@ -340,15 +369,18 @@ plt.show()
 
 # %%
 def class_report(name):
-    """Per class: live latents whose dominant class it is, and how many of those have purity 1."""
+    ("Per class: live latents whose dominant class it is, "
+     "and how many of those have purity 1.")
     s = stats[name]
     dominant, pure = s.dominant[s.alive], s.purity[s.alive]
-    return {c: f"{int((dominant == i).sum())} ({int(((dominant == i) & (pure == 1)).sum())} pure)"
+    return {c: f"{int((dominant == i).sum())} "
+               f"({int(((dominant == i) & (pure == 1)).sum())} pure)"
             for i, c in enumerate(classes)}
 
 
 def nearest_rows(name):
-    """Per live latent: the cosine of the most similar other live decoder row, and that latent."""
+    ("Per live latent: the cosine of the most similar other live decoder row, "
+     "and that latent.")
     s = stats[name]
     W = torch.nn.functional.normalize(saes[name].W_dec.detach(), dim=1)
     cos = W @ W.T                                                           # (m, m)
@@ -357,23 +389,31 @@ def nearest_rows(name):
     return cos.max(1)
 
 
-display(pd.DataFrame({name: class_report(name) for name in MODELS}).rename_axis("dominant class"))
+display(pd.DataFrame({name: class_report(name) for name in MODELS})
+        .rename_axis("dominant class"))
 for name in MODELS:
     s = stats[name]
     top3 = s.order("frequency")[:3].tolist()
     print(f"{name}:\n  the 3 most frequent latents {top3} fire on "
-          f"{', '.join(f'{100 * float(s.frequency[j]):.0f}%' for j in top3)} of images; MS "
-          f"{', '.join(f'{float(s.ms[j]):.2f}' for j in top3)} (median {float(s.ms.nanmedian()):.2f}), purity "
-          f"{', '.join(f'{float(s.purity[j]):.2f}' for j in top3)} (median {float(s.purity.nanmedian()):.2f})")
+          f"{', '.join(f'{100 * float(s.frequency[j]):.0f}%' for j in top3)} "
+          "of images;\n"
+          f"  MS {', '.join(f'{float(s.ms[j]):.2f}' for j in top3)} "
+          f"(median {float(s.ms.nanmedian()):.2f}), purity "
+          f"{', '.join(f'{float(s.purity[j]):.2f}' for j in top3)} "
+          f"(median {float(s.purity.nanmedian()):.2f})")
     cos, nearest = nearest_rows(name)
     pure = s.alive & (s.purity == 1)
     same = (s.dominant[nearest] == s.dominant)[pure].float().mean()
     weak = s.weak_rows[:, pure]
-    mixed = ((labels[weak.clamp_min(0)] != s.dominant[pure]) & (weak >= 0)).any(0).float().mean()
-    print(f"  most similar decoder row: median cosine {float(cos[s.alive].median()):.2f}, "
-          f"largest {float(cos[s.alive].max()):.2f}; it shares the dominant class of {100 * float(same):.0f}% "
+    mixed = ((labels[weak.clamp_min(0)] != s.dominant[pure])
+             & (weak >= 0)).any(0).float().mean()
+    print(f"  most similar decoder row: median cosine "
+          f"{float(cos[s.alive].median()):.2f}, "
+          f"largest {float(cos[s.alive].max()):.2f};\n"
+          f"  it shares the dominant class of {100 * float(same):.0f}% "
           f"of the {int(pure.sum())} pure latents")
-    print(f"  pure latents with a weak activation on another class: {100 * float(mixed):.0f}%")
+    print(f"  pure latents with a weak activation on another class: "
+          f"{100 * float(mixed):.0f}%")
 
 # %% [markdown]
 # ```{admonition} What you should find
@@ -411,9 +451,9 @@ for name in MODELS:
 #
 # ```python
 # def my_top_images(codes, j, n):
-#     a = codes[:, j]                                   # (N,) activations of latent j
-#     rows = a.argsort(descending=True)[:n]             # the n largest, strongest first
-#     return rows[a[rows] > 0]                          # only images where it fires
+#     a = codes[:, j]                          # (N,) activations of latent j
+#     rows = a.argsort(descending=True)[:n]    # the n largest, strongest first
+#     return rows[a[rows] > 0]                 # only images where it fires
 # ```
 #
 # The last line matters for rare latents: a latent that fires on 3 images has 3 top images, not `n`. Padding with
@@ -423,7 +463,8 @@ for name in MODELS:
 
 # %% tags=["exercise"]
 def my_top_images(codes, j, n):
-    """Row indices of the n images where latent j of codes (N, m) fires most, strongest first."""
+    ("Row indices of the n images where latent j of codes (N, m) fires most, "
+     "strongest first.")
     a = codes[:, j]
     rows = a.argsort(descending=True)[:n]
     return rows[a[rows] > 0]
@@ -431,7 +472,8 @@ def my_top_images(codes, j, n):
 
 # %%
 with torch.no_grad():
-    codes_base = torch.cat(list(st.explorer.encode(saes[BASE], x_test)))                 # (10000, m) dense
+    # (10000, m) dense
+    codes_base = torch.cat(list(st.explorer.encode(saes[BASE], x_test)))
 N_TOP = 15
 
 st.exercises.check_top_images(my_top_images)
@@ -447,7 +489,7 @@ def my_top_images_wrong(codes, j, n):
 try:
     st.exercises.check_top_images(my_top_images_wrong)
 except AssertionError as error:
-    print("The check caught it:", error)
+    st.book.print_wrapped("The check caught it:", error)
 
 # %% [markdown]
 # ## Exercise: similar decoder rows by hand
@@ -467,9 +509,10 @@ except AssertionError as error:
 #
 # ```python
 # def my_similar(W_dec, j, n):
-#     W = torch.nn.functional.normalize(W_dec, dim=1)   # unit rows (the SAE keeps them so; be safe)
-#     cos = W @ W[j]                                    # (m,) cosine with row j
-#     cos[j] = -float("inf")                            # a row is always most similar to itself
+#     # unit rows (the SAE keeps them so; be safe)
+#     W = torch.nn.functional.normalize(W_dec, dim=1)
+#     cos = W @ W[j]                     # (m,) cosine with row j
+#     cos[j] = -float("inf")             # a row is always most similar to itself
 #     return cos.topk(n).indices
 # ```
 #
@@ -482,7 +525,8 @@ except AssertionError as error:
 
 # %% tags=["exercise"]
 def my_similar(W_dec, j, n):
-    """The n latents whose rows of W_dec (m, d) are most cosine-similar to row j, most similar first, not j."""
+    ("The n latents whose rows of W_dec (m, d) are most cosine-similar to row j, "
+     "most similar first, not j.")
     W = torch.nn.functional.normalize(W_dec, dim=1)
     cos = W @ W[j]
     cos[j] = -float("inf")
@@ -494,13 +538,14 @@ st.exercises.check_similar(my_similar)
 
 # %%
 def my_similar_wrong(W_dec, j, n):
-    return (W_dec @ W_dec[j]).topk(n).indices          # forgets that row j is most similar to itself
+    # forgets that row j is most similar to itself
+    return (W_dec @ W_dec[j]).topk(n).indices
 
 
 try:
     st.exercises.check_similar(my_similar_wrong)
 except AssertionError as error:
-    print("The check caught it:", error)
+    st.book.print_wrapped("The check caught it:", error)
 
 # %% [markdown]
 # ## Method cards
@@ -513,24 +558,28 @@ except AssertionError as error:
 # %%
 CARD_DIR = cache_dir() / "method_cards" / "05_latent_explorer"
 backbone = train_emb.manifest["backbone"]
+SPLITS = ("train (60,000 images) for training; "
+          "test (10,000) for metrics and the explorer")
 cards = {}
 for name, sae in saes.items():
     s = stats[name]
-    report = {**st.metrics.evaluate(sae, x_test), "top_n": S["top_n"], "purity": st.metrics.alive_mean(s.purity),
-              "purity_weighted": st.metrics.alive_mean(s.purity_weighted), "purity_chance": chance}
+    report = {**st.metrics.evaluate(sae, x_test), "top_n": S["top_n"],
+              "purity": st.metrics.alive_mean(s.purity),
+              "purity_weighted": st.metrics.alive_mean(s.purity_weighted),
+              "purity_chance": chance}
     provenance = dict(
         name=f"ch5-{paths[name].stem}",
-        source_model=f"embedded backbone ({backbone['model_id']}, {backbone['weights']})",
-        layer="penultimate layer (128-d, after ReLU)", pooling=backbone["pooling"], dataset="fashion-mnist",
-        split="train (60,000 images) for training; test (10,000) for metrics and the explorer",
-        preprocessing="grayscale 28x28, normalised with the training mean and std; embeddings used as they are",
+        **st.metrics.card_source(backbone, "fashion-mnist", SPLITS,
+                                 preprocessing=st.metrics.report.AS_STORED),
         train_config=configs[name], steps=len(histories[name]["step"]),
-        notes=f"{name}; explorer statistics in {st.explorer.stats_path(paths[name]).name}")
+        notes=f"{name}; explorer statistics in "
+              f"{st.explorer.stats_path(paths[name]).name}")
     json_path, md_path = st.method_card(sae, report, provenance, out_dir=CARD_DIR)
     cards[name] = (json.loads(json_path.read_text()), md_path)
 
-pd.DataFrame([{"card": c["name"], "regularizer": c["training"]["regularizer"], "λ_rat": c["training"]["lambda_ratio"],
-               "FVU": c["metrics"]["fvu"], "dead": c["metrics"]["dead"], "MS (mean)": c["metrics"]["ms_mean"],
+pd.DataFrame([{"card": c["name"], "regularizer": c["training"]["regularizer"],
+               "λ_rat": c["training"]["lambda_ratio"], "FVU": c["metrics"]["fvu"],
+               "dead": c["metrics"]["dead"], "MS (mean)": c["metrics"]["ms_mean"],
                "purity": c["metrics"]["purity"], "CKNNA": c["metrics"]["cknna"]}
               for c, _ in cards.values()]).set_index("card").style.format(precision=3)
 
@@ -539,8 +588,9 @@ pd.DataFrame([{"card": c["name"], "regularizer": c["training"]["regularizer"], "
 
 # %% tags=["hide-output"] mystnb={"markdown_format": "gfm"}
 for name, (_, md_path) in cards.items():
-    display(Markdown(re.sub(r"^(#+) ", r"###\1 ", md_path.read_text(), flags=re.MULTILINE)))
-print(f"JSON and Markdown cards written to {CARD_DIR}")
+    display(Markdown(re.sub(r"^(#+) ", r"###\1 ", md_path.read_text(),
+                            flags=re.MULTILINE)))
+print(f"JSON and Markdown cards written to\n  {CARD_DIR}")
 
 # %% [markdown]
 # ## An SAE from another library
@@ -563,17 +613,20 @@ print(f"JSON and Markdown cards written to {CARD_DIR}")
 import os
 
 if DEVICE == "cpu":
-    os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")   # sparsify's Triton decoder needs a GPU
+    # sparsify's Triton decoder needs a GPU
+    os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
 import sparsify
 
 SPARSIFY_DIR = SAE_DIR / "sparsify-topk"
 start = time.perf_counter()
 torch.manual_seed(0)
-coder = sparsify.SparseCoder(x_train.shape[1], sparsify.SparseCoderConfig(num_latents=S["n_latents"], k=S["k"]),
-                             device=DEVICE)
+coder = sparsify.SparseCoder(
+    x_train.shape[1], sparsify.SparseCoderConfig(num_latents=S["n_latents"], k=S["k"]),
+    device=DEVICE)
 xs = x_train.to(DEVICE)
 coder.b_dec.data = xs.mean(0)
-sparsify_lr = 2e-4 / (coder.num_latents / 2**14) ** 0.5               # sparsify's Adam learning-rate rule
+# sparsify's Adam learning-rate rule
+sparsify_lr = 2e-4 / (coder.num_latents / 2**14) ** 0.5
 opt = torch.optim.Adam(coder.parameters(), lr=sparsify_lr)
 order = torch.Generator().manual_seed(0)
 for epoch in range(S["epochs"]):
@@ -585,7 +638,8 @@ for epoch in range(S["epochs"]):
         opt.zero_grad()
 coder = coder.cpu()
 coder.save_to_disk(SPARSIFY_DIR)
-print(f"sparsify {sparsify.__version__}: trained in {time.perf_counter() - start:.1f} s, "
+print(f"sparsify {sparsify.__version__}: trained in "
+      f"{time.perf_counter() - start:.1f} s, "
       f"files {sorted(p.name for p in SPARSIFY_DIR.iterdir())}")
 
 # %% [markdown]
@@ -596,15 +650,18 @@ print(f"sparsify {sparsify.__version__}: trained in {time.perf_counter() - start
 
 # %%
 foreign = st.load(SPARSIFY_DIR)
-print(f"st.interop.detect: {st.interop.detect(SPARSIFY_DIR)} -> {type(foreign).__name__} {foreign.config()}")
-print({key: value for key, value in foreign.provenance.items() if key != "config"})
+print(f"st.interop.detect: {st.interop.detect(SPARSIFY_DIR)} -> "
+      f"{type(foreign).__name__} {foreign.config()}")
+pprint.pprint({key: value for key, value in foreign.provenance.items()
+               if key != "config"}, width=88, sort_dicts=False)
 with torch.no_grad():
     theirs = coder.encode(x_test)
-    their_codes = torch.zeros(len(x_test), coder.num_latents).scatter(1, theirs.top_indices, theirs.top_acts)
+    their_codes = torch.zeros(len(x_test), coder.num_latents).scatter(
+        1, theirs.top_indices, theirs.top_acts)
     their_x_hat = coder.decode(theirs.top_acts, theirs.top_indices)
     our_codes = foreign.encode(x_test)
-    for what, ours, ref in (("codes", our_codes, their_codes), ("reconstruction", foreign.decode(our_codes),
-                                                                their_x_hat)):
+    for what, ours, ref in (("codes", our_codes, their_codes),
+                            ("reconstruction", foreign.decode(our_codes), their_x_hat)):
         print(f"{what}: max |ours - sparsify| / max |sparsify| = "
               f"{float((ours - ref).abs().max() / ref.abs().max()):.1e}")
 
@@ -614,16 +671,23 @@ with torch.no_grad():
 
 # %%
 SPARSIFY = "sparsify Top-k"
-foreign_path = foreign.save(SAE_DIR / "sparsify.safetensors")          # our checkpoint, provenance included
-foreign_stats = st.explorer.precompute(st.explorer.encode(foreign, x_test), labels, embeddings=x_test,
-                                       top_n=S["top_n"], class_names=classes)
+# our checkpoint, provenance included
+foreign_path = foreign.save(SAE_DIR / "sparsify.safetensors")
+foreign_stats = st.explorer.precompute(st.explorer.encode(foreign, x_test), labels,
+                                       embeddings=x_test, top_n=S["top_n"],
+                                       class_names=classes)
 foreign_stats.save(st.explorer.stats_path(foreign_path), foreign)
-foreign_explorer = st.explorer.LatentExplorer(foreign, st.explorer.stats_path(foreign_path), images, labels,
-                                              umap=st.explorer.decoder_umap(foreign), title=SPARSIFY)
-widgets.HBox([explorers[BASE], foreign_explorer], layout=widgets.Layout(flex_flow="row wrap"))
+foreign_explorer = st.explorer.LatentExplorer(foreign,
+                                              st.explorer.stats_path(foreign_path),
+                                              images, labels,
+                                              umap=st.explorer.decoder_umap(foreign),
+                                              title=SPARSIFY)
+widgets.HBox([explorers[BASE], foreign_explorer],
+             layout=widgets.Layout(flex_flow="row wrap"))
 
 # %%
-fig = st.explorer.latent_cards(foreign_stats, images, labels, k=4, sae=foreign, title=f"{SPARSIFY}: four latents")
+fig = st.explorer.latent_cards(foreign_stats, images, labels, k=4, sae=foreign,
+                               title=f"{SPARSIFY}: four latents")
 plt.show()
 
 # %% [markdown]
@@ -635,26 +699,31 @@ plt.show()
 # %%
 report = {**st.metrics.evaluate(foreign, x_test), "top_n": S["top_n"],
           "purity": st.metrics.alive_mean(foreign_stats.purity),
-          "purity_weighted": st.metrics.alive_mean(foreign_stats.purity_weighted), "purity_chance": chance}
+          "purity_weighted": st.metrics.alive_mean(foreign_stats.purity_weighted),
+          "purity_chance": chance}
 provenance = dict(
     name="ch5-sparsify-topk",
-    source_model=f"embedded backbone ({backbone['model_id']}, {backbone['weights']})",
-    layer="penultimate layer (128-d, after ReLU)", pooling=backbone["pooling"], dataset="fashion-mnist",
-    split="train (60,000 images) for training; test (10,000) for metrics and the explorer",
-    preprocessing="grayscale 28x28, normalised with the training mean and std; embeddings used as they are",
-    train_config=dict(batch_size=S["batch_size"], epochs=S["epochs"], lr=sparsify_lr, seed=0, auxk_alpha=0.0,
-                      optimizer="Adam", trainer=f"sparsify {sparsify.__version__} SparseCoder"),
+    **st.metrics.card_source(backbone, "fashion-mnist", SPLITS,
+                             preprocessing=st.metrics.report.AS_STORED),
+    train_config=dict(batch_size=S["batch_size"], epochs=S["epochs"], lr=sparsify_lr,
+                      seed=0, auxk_alpha=0.0, optimizer="Adam",
+                      trainer=f"sparsify {sparsify.__version__} SparseCoder"),
     steps=S["epochs"] * -(-len(x_train) // S["batch_size"]),
     notes="trained by sparsify in this chapter, loaded with st.load")
 json_path, md_path = st.method_card(foreign, report, provenance, out_dir=CARD_DIR)
 cards[SPARSIFY] = (json.loads(json_path.read_text()), md_path)
-pd.DataFrame([{"card": c["name"], "trained by": c["library"].get("imported_from", "sae_tutorial").split(":")[0],
-               "FVU": c["metrics"]["fvu"], "dead": c["metrics"]["dead"], "MS (mean)": c["metrics"]["ms_mean"],
-               "purity": c["metrics"]["purity"], "CKNNA": c["metrics"]["cknna"]}
-              for c, _ in (cards[BASE], cards[SPARSIFY])]).set_index("card").style.format(precision=3)
+(pd.DataFrame([{"card": c["name"],
+                "trained by": c["library"].get("imported_from",
+                                               "sae_tutorial").split(":")[0],
+                "FVU": c["metrics"]["fvu"], "dead": c["metrics"]["dead"],
+                "MS (mean)": c["metrics"]["ms_mean"],
+                "purity": c["metrics"]["purity"], "CKNNA": c["metrics"]["cknna"]}
+               for c, _ in (cards[BASE], cards[SPARSIFY])])
+ .set_index("card").style.format(precision=3))
 
 # %% tags=["hide-output"] mystnb={"markdown_format": "gfm"}
-display(Markdown(re.sub(r"^(#+) ", r"###\1 ", md_path.read_text(), flags=re.MULTILINE)))
+display(Markdown(re.sub(r"^(#+) ", r"###\1 ", md_path.read_text(),
+                        flags=re.MULTILINE)))
 
 # %% [markdown]
 # The other direction works too: `sae.save_as(path, library="sparsify")` writes one of our Top-k SAEs as a folder
@@ -675,10 +744,14 @@ display(Markdown(re.sub(r"^(#+) ", r"###\1 ", md_path.read_text(), flags=re.MULT
 if MODE != "small":
     public = st.interop.from_hub(PUBLIC_REPO)
     trainer_cfg = public.provenance["config"].get("trainer", {})
-    print(f"{PUBLIC_REPO}: {public.provenance['foreign_class']} -> {type(public).__name__} {public.config()}")
-    print({key: trainer_cfg.get(key) for key in ("lm_name", "layer", "submodule_name", "k", "dict_size")})
-    print("notes:", public.provenance["notes"], "| rewrites:", public.provenance["rewrites"])
-    print("SAEBench decoder-norm check:", st.interop.SAEBenchAdapter(public).check_decoder_norms())
+    print(f"{PUBLIC_REPO}: {public.provenance['foreign_class']} -> "
+          f"{type(public).__name__} {public.config()}")
+    print({key: trainer_cfg.get(key)
+           for key in ("lm_name", "layer", "submodule_name", "k", "dict_size")})
+    print("notes:", public.provenance["notes"], "| rewrites:",
+          public.provenance["rewrites"])
+    print("SAEBench decoder-norm check:",
+          st.interop.SAEBenchAdapter(public).check_decoder_norms())
 
 # %% [markdown]
 # ## Check your understanding

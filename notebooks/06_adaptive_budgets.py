@@ -41,25 +41,31 @@ if "google.colab" in sys.modules:
                     "sae-tutorial[colab] @ git+https://github.com/sae-tutorial/sae-tutorial@main"], check=True)
 
 # %% tags=["parameters"]
-# The scale: SAE_TUTORIAL_MODE = auto | small | colab | full (see "How to run this book").
+# The scale: SAE_TUTORIAL_MODE = auto | small | colab | full
+# (see "How to run this book").
+import pprint
+
 import sae_tutorial as st
 import torch
 
-MODE, DEVICE = st.book.setup()   # "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
+# "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
+MODE, DEVICE = st.book.setup()
 if MODE == "small":
     SIZES = dict(n_latents=512, k=16, epochs=2, batch_size=512, lr=2e-3, l1_coeff=0.3,
-                 l1_coeff_imagenet=0.18, sparsemax_lr=3e-4, lambda_off=0.01, lambda_ratio=0.003,
-                 probe_samples=2500, probe_ns=(1, 2, 4, 8, 16))
+                 l1_coeff_imagenet=0.18, sparsemax_lr=3e-4, lambda_off=0.01,
+                 lambda_ratio=0.003, probe_samples=2500, probe_ns=(1, 2, 4, 8, 16))
 else:
-    # A GPU: the same embedded Fashion-MNIST backbone, a 4x wider dictionary trained longer. The ReLU SAEs'
-    # l1_coeff values are not re-tuned for this width: check their printed L0 against k and adjust if far off.
-    SIZES = dict(n_latents=2048, k=16, epochs=10, batch_size=1024, lr=1e-3, l1_coeff=0.3,
-                 l1_coeff_imagenet=0.18, sparsemax_lr=3e-4, lambda_off=0.01, lambda_ratio=0.003,
-                 probe_samples=10_000, probe_ns=(1, 2, 4, 8, 16, 32))
+    # A GPU: the same embedded Fashion-MNIST backbone, a 4x wider dictionary trained
+    # longer. The ReLU SAEs' l1_coeff values are not re-tuned for this width: check
+    # their printed L0 against k and adjust if far off.
+    SIZES = dict(n_latents=2048, k=16, epochs=10, batch_size=1024, lr=1e-3,
+                 l1_coeff=0.3, l1_coeff_imagenet=0.18, sparsemax_lr=3e-4,
+                 lambda_off=0.01, lambda_ratio=0.003, probe_samples=10_000,
+                 probe_ns=(1, 2, 4, 8, 16, 32))
 # a no-op unless SAE_TUTORIAL_SHRINK is set (the Colab rehearsal, see How to run)
 SIZES = st.book.shrink(SIZES)
 print(f"mode={MODE}, device={DEVICE}")
-print(SIZES)
+pprint.pprint(SIZES, width=88, sort_dicts=False)
 
 # %% [markdown]
 # ## What you will learn
@@ -190,7 +196,7 @@ st.exercises.check_sparsemax(TAU, SUPPORT)
 try:
     st.exercises.check_sparsemax((2.0 + 1.2 + 0.5 - 1) / 3, [0, 1, 2])
 except AssertionError as error:
-    print("The check caught it:", error)
+    st.book.print_wrapped("The check caught it:", error)
 
 # %% [markdown]
 # ## Six SAEs on the same embeddings
@@ -200,12 +206,17 @@ except AssertionError as error:
 # 10,000 test images.
 
 # %%
-x_train, y_train, classes = load_split("embedded", "fashion-mnist", "train")   # (60000, 128), (60000,)
-x_test, y_test, _ = load_split("embedded", "fashion-mnist", "test")            # (10000, 128), (10000,)
-# The same test images in an ImageNet model's space, for the cross-model MS below (chapter 4's form of MS)
-e_test, y_e, _ = load_split("efficientnet-lite0", "fashion-mnist", "test")      # (10000, 1280)
-assert torch.equal(y_e, y_test), "the two backbones' test splits must list the same images in the same order"
-print(f"train {tuple(x_train.shape)}, test {tuple(x_test.shape)}, {len(classes)} classes; "
+# (60000, 128), (60000,)
+x_train, y_train, classes = load_split("embedded", "fashion-mnist", "train")
+# (10000, 128), (10000,)
+x_test, y_test, _ = load_split("embedded", "fashion-mnist", "test")
+# The same test images in an ImageNet model's space, for the cross-model MS below
+# (chapter 4's form of MS); (10000, 1280)
+e_test, y_e, _ = load_split("efficientnet-lite0", "fashion-mnist", "test")
+assert torch.equal(y_e, y_test), (
+    "the two backbones' test splits must list the same images in the same order")
+print(f"train {tuple(x_train.shape)}, test {tuple(x_test.shape)}, "
+      f"{len(classes)} classes;\n"
       f"ImageNet-model test embeddings {tuple(e_test.shape)}")
 
 # %% [markdown]
@@ -218,18 +229,23 @@ print(f"train {tuple(x_train.shape)}, test {tuple(x_test.shape)}, {len(classes)}
 S = SIZES
 D, M, K = x_train.shape[1], S["n_latents"], S["k"]
 SPECS = {   # name: (model factory, extra TrainConfig fields)
-    # AuxK only exists for the fixed-budget variants; auxk_alpha=0 records that in the cards of the others.
-    "ReLU-L1": (lambda: st.ReLUSAE(D, M, l1_coeff=S["l1_coeff"], seed=0), dict(auxk_alpha=0.0)),
+    # AuxK only exists for the fixed-budget variants; auxk_alpha=0 records that in the
+    # cards of the others.
+    "ReLU-L1": (lambda: st.ReLUSAE(D, M, l1_coeff=S["l1_coeff"], seed=0),
+                dict(auxk_alpha=0.0)),
     "Top-k": (lambda: st.TopKSAE(D, M, K, seed=0), {}),
-    "Top-k + off-support L1": (lambda: st.TopKSAE(D, M, K, seed=0), dict(lambda_off=S["lambda_off"])),
-    "Top-k + L1/L2": (lambda: st.TopKSAE(D, M, K, seed=0), dict(lambda_ratio=S["lambda_ratio"])),
+    "Top-k + off-support L1": (lambda: st.TopKSAE(D, M, K, seed=0),
+                               dict(lambda_off=S["lambda_off"])),
+    "Top-k + L1/L2": (lambda: st.TopKSAE(D, M, K, seed=0),
+                      dict(lambda_ratio=S["lambda_ratio"])),
     "BatchTopK": (lambda: st.BatchTopKSAE(D, M, K, seed=0), {}),
     "Sparsemax": (lambda: st.SparsemaxActSAE(D, M, seed=0), dict(auxk_alpha=0.0)),
 }
 saes, configs, histories = {}, {}, {}
 for name, (factory, extra) in SPECS.items():
     sae = factory().to(DEVICE)
-    config = st.TrainConfig(batch_size=S["batch_size"], epochs=S["epochs"], lr=S["lr"], progress=False, **extra)
+    config = st.TrainConfig(batch_size=S["batch_size"], epochs=S["epochs"], lr=S["lr"],
+                            progress=False, **extra)
     start = time.perf_counter()
     histories[name] = st.train(sae, x_train.to(DEVICE), config)
     saes[name], configs[name] = sae.eval(), config
@@ -270,8 +286,10 @@ SPIKES = {"Top-k", "Top-k + off-support L1", "Top-k + L1/L2"}
 
 # %%
 with torch.no_grad():
-    l0 = {name: (sae(x_test.to(DEVICE)).codes != 0).sum(1).cpu() for name, sae in saes.items()}   # (N,) each
-at_k = {name: float((n == K).float().mean()) for name, n in l0.items()}   # fraction of inputs with L0 = k
+    l0 = {name: (sae(x_test.to(DEVICE)).codes != 0).sum(1).cpu()   # (N,) each
+          for name, sae in saes.items()}
+# fraction of inputs with L0 = k
+at_k = {name: float((n == K).float().mean()) for name, n in l0.items()}
 
 st.exercises.check_spikes(SPIKES, at_k=at_k)
 
@@ -282,7 +300,7 @@ st.exercises.check_spikes(SPIKES, at_k=at_k)
 try:
     st.exercises.check_spikes({"Top-k", "BatchTopK"}, at_k=at_k)
 except AssertionError as error:
-    print("The check caught it:", error)
+    st.book.print_wrapped("The check caught it:", error)
 
 # %%
 fig, axes = plt.subplots(2, 3, figsize=(11, 5.6), sharex=True)
@@ -291,7 +309,8 @@ bins = np.arange(-0.5, top + 1.5)
 for i, (ax, (name, n)) in enumerate(zip(axes.flat, l0.items())):
     ax.hist(n.clamp_max(top).numpy(), bins=bins, color=f"C{i}")
     ax.axvline(K, color="k", ls="--", lw=1)
-    ax.set(title=f"{name}\nmean {n.float().mean():.1f}, std {n.float().std():.1f}", yticks=[])
+    ax.set(title=f"{name}\nmean {n.float().mean():.1f}, std {n.float().std():.1f}",
+           yticks=[])
 for ax in axes[1]:
     ax.set_xlabel(f"L0 per test input (dashed: k={K}; clipped at {top})")
 fig.suptitle(f"How many latents each input uses (m={M}, {len(x_test):,} test images)")
@@ -305,10 +324,12 @@ plt.show()
 
 # %%
 ADAPTIVE = [name for name, frac in at_k.items() if frac < 0.99]
-per_class = pd.DataFrame({name: pd.Series(l0[name].float().numpy()).groupby(y_test.numpy()).mean()
+per_class = pd.DataFrame({name: pd.Series(l0[name].float().numpy())
+                                .groupby(y_test.numpy()).mean()
                           for name in ADAPTIVE})
 per_class.index = [classes[i] for i in per_class.index]
-ax = per_class.plot.bar(figsize=(9, 3.6), width=0.8, color=[f"C{list(saes).index(n)}" for n in ADAPTIVE])
+ax = per_class.plot.bar(figsize=(9, 3.6), width=0.8,
+                        color=[f"C{list(saes).index(n)}" for n in ADAPTIVE])
 ax.axhline(K, color="k", ls="--", lw=1, label=f"Top-k budget k={K}")
 ax.set(ylabel="mean L0", title="Mean number of active latents per class, adaptive SAEs")
 ax.legend(ncol=4, fontsize=8)
@@ -317,8 +338,10 @@ plt.tight_layout()
 plt.show()
 spread = {name: per_class[name].max() / per_class[name].min() for name in ADAPTIVE}
 for name in ADAPTIVE:
-    print(f"{name:10s} most latents: {per_class[name].idxmax()} ({per_class[name].max():.1f}), "
-          f"fewest: {per_class[name].idxmin()} ({per_class[name].min():.1f}), ratio {spread[name]:.2f}")
+    print(f"{name:10s} most latents: {per_class[name].idxmax()} "
+          f"({per_class[name].max():.1f}), "
+          f"fewest: {per_class[name].idxmin()} ({per_class[name].min():.1f}), "
+          f"ratio {spread[name]:.2f}")
 
 # %% [markdown]
 # ## Every metric, side by side
@@ -341,13 +364,16 @@ for name in ADAPTIVE:
 reports = {}
 for name, sae in saes.items():
     start = time.perf_counter()
-    reports[name] = st.metrics.evaluate(sae, x_test, y_test, ks=[K // 2, K, 2 * K], probe_ns=S["probe_ns"],
-                                        sample_size=S["probe_samples"], cross_embeddings=e_test)
+    reports[name] = st.metrics.evaluate(sae, x_test, y_test, ks=[K // 2, K, 2 * K],
+                                        probe_ns=S["probe_ns"],
+                                        sample_size=S["probe_samples"],
+                                        cross_embeddings=e_test)
     print(f"{name:24s} evaluated in {time.perf_counter() - start:4.1f} s")
 
-COLUMNS = {"l0": "L0", "fvu": "FVU", "cosine": "CS", "cknna": "CKNNA", "decoder_orthogonality": "DO",
-           "ms_mean": "MEAN-MS", "ms_max": "MAX-MS", "ms_mean_frequent": "MS-FREQ",
-           "ms_cross_mean_frequent": "MS-X FREQ", "dead": "dead", "purity": "purity"}
+COLUMNS = {"l0": "L0", "fvu": "FVU", "cosine": "CS", "cknna": "CKNNA",
+           "decoder_orthogonality": "DO", "ms_mean": "MEAN-MS", "ms_max": "MAX-MS",
+           "ms_mean_frequent": "MS-FREQ", "ms_cross_mean_frequent": "MS-X FREQ",
+           "dead": "dead", "purity": "purity"}
 table = pd.DataFrame(reports).T[list(COLUMNS)].rename(columns=COLUMNS).astype(float)
 table.insert(1, "L0 std", [float(l0[name].float().std()) for name in table.index])
 table.index.name = f"m={M}, k={K}"
@@ -362,15 +388,16 @@ table.style.format(precision=3).format("{:.0f}", subset=["dead"])
 
 # %%
 NS = list(S["probe_ns"])
-probe = pd.DataFrame({name: [reports[name][f"probe_n{n}"] for n in NS] for name in saes}, index=NS)
+probe = pd.DataFrame({name: [reports[name][f"probe_n{n}"] for n in NS]
+                      for name in saes}, index=NS)
 probe.index.name = "n kept"
 dense = float(np.mean([r["probe_dense"] for r in reports.values()]))
 fig, ax = plt.subplots(figsize=(7, 4))
 for i, name in enumerate(saes):
     ax.plot(NS, probe[name], "o-", color=f"C{i}", label=name)
 ax.axhline(dense, color="k", ls="--", lw=1, label="dense embedding")
-ax.set(xscale="log", xlabel="latents kept per input, n (log scale)", ylabel="held-out probe accuracy",
-       title="Linear probe on truncated codes")
+ax.set(xscale="log", xlabel="latents kept per input, n (log scale)",
+       ylabel="held-out probe accuracy", title="Linear probe on truncated codes")
 ax.set_xticks(NS, [str(n) for n in NS])
 ax.minorticks_off()
 ax.legend(fontsize=8)
@@ -407,30 +434,40 @@ probe.T.style.format("{:.3f}")
 show_source(st.metrics.concept_classification)
 
 # %%
-xi_train, yi_train, _ = load_split("efficientnet-lite0", "fashion-mnist", "train")   # (60000, 1280)
-DI, CONCEPT_NS = xi_train.shape[1], (1, 5, 10, 50, None)                           # None: every concept
-POSTER = {   # name: (model factory, extra TrainConfig fields), on the ImageNet model's embeddings
-    "ReLU-L1": (lambda: st.ReLUSAE(DI, M, l1_coeff=S["l1_coeff_imagenet"], seed=0), dict(auxk_alpha=0.0)),
+# (60000, 1280)
+xi_train, yi_train, _ = load_split("efficientnet-lite0", "fashion-mnist", "train")
+DI, CONCEPT_NS = xi_train.shape[1], (1, 5, 10, 50, None)   # None: every concept
+# name: (model factory, extra TrainConfig fields), on the ImageNet model's embeddings
+POSTER = {
+    "ReLU-L1": (lambda: st.ReLUSAE(DI, M, l1_coeff=S["l1_coeff_imagenet"], seed=0),
+                dict(auxk_alpha=0.0)),
     "Top-k": (lambda: st.TopKSAE(DI, M, K, seed=0), {}),
     "BatchTopK": (lambda: st.BatchTopKSAE(DI, M, K, seed=0), {}),
     # the published model, at its own learning rate (see below)
-    "Sparsemax": (lambda: st.SparsemaxSAE(DI, M, seed=0), dict(auxk_alpha=0.0, lr=S["sparsemax_lr"])),
+    "Sparsemax": (lambda: st.SparsemaxSAE(DI, M, seed=0),
+                  dict(auxk_alpha=0.0, lr=S["sparsemax_lr"])),
 }
 poster_rows, poster_drop = {}, {}
 for name, (factory, extra) in POSTER.items():
     start = time.perf_counter()
     sae = factory().to(DEVICE)
-    config = st.TrainConfig(**{"batch_size": S["batch_size"], "epochs": S["epochs"], "lr": S["lr"],
-                               "progress": False, **extra})
+    config = st.TrainConfig(**{"batch_size": S["batch_size"], "epochs": S["epochs"],
+                               "lr": S["lr"], "progress": False, **extra})
     fvu_curve = np.array(st.train(sae, xi_train.to(DEVICE), config)["fvu"])
-    half = len(fvu_curve) // 2   # relative fall of the training FVU over the second half of training
-    poster_drop[name] = 1 - fvu_curve[-20:].mean() / fvu_curve[half - 10:half + 10].mean()
+    # relative fall of the training FVU over the second half of training
+    half = len(fvu_curve) // 2
+    poster_drop[name] = (1 - fvu_curve[-20:].mean()
+                         / fvu_curve[half - 10:half + 10].mean())
     sae.eval()
-    r = st.metrics.evaluate(sae, e_test, y_test, ks=[], probe_ns=[], sample_size=S["probe_samples"])
-    concepts = st.metrics.concept_classification(sae, xi_train, yi_train, e_test, y_test, CONCEPT_NS)
-    poster_rows[name] = {"L0": r["l0"], "L0 (zeros)": 1 - r["l0"] / M, "FVU": r["fvu"], "CS": r["cosine"],
-                         "CKNNA": r["cknna"], "DO": r["decoder_orthogonality"], "MEAN-MS": r["ms_mean"],
-                         "MAX-MS": r["ms_max"], **{f"top-{n or 'all'}": acc for n, acc in concepts.items()}}
+    r = st.metrics.evaluate(sae, e_test, y_test, ks=[], probe_ns=[],
+                            sample_size=S["probe_samples"])
+    concepts = st.metrics.concept_classification(sae, xi_train, yi_train, e_test,
+                                                 y_test, CONCEPT_NS)
+    poster_rows[name] = {"L0": r["l0"], "L0 (zeros)": 1 - r["l0"] / M, "FVU": r["fvu"],
+                         "CS": r["cosine"], "CKNNA": r["cknna"],
+                         "DO": r["decoder_orthogonality"], "MEAN-MS": r["ms_mean"],
+                         "MAX-MS": r["ms_max"],
+                         **{f"top-{n or 'all'}": acc for n, acc in concepts.items()}}
     print(f"{name:10s} trained and evaluated in {time.perf_counter() - start:5.1f} s")
 poster = pd.DataFrame(poster_rows).T.astype(float)
 poster.index.name = f"efficientnet-lite0, m={M}, k={K}"
@@ -447,11 +484,13 @@ poster.style.format(precision=3)
 drop = pd.Series(poster_drop, name="training FVU fall, second half")
 display(drop.map("{:.1%}".format).to_frame())
 display(Markdown(
-    f"At this budget ({S['epochs']} epochs) {'none' if drop.min() > 0.05 else 'not all'} of the four is at a "
-    f"plateau: the training FVU still fell by {drop.min():.0%} to {drop.max():.0%} over the second half. The "
-    f"Sparsemax SAE's test FVU, {poster.loc['Sparsemax', 'FVU']:.3f} against {poster.loc['Top-k', 'FVU']:.3f} "
-    "for Top-k, says how far behind it still is, so every comparison with it below is one of SAEs trained "
-    "this briefly, not of the models at their best (colab mode trains longer)."))
+    f"At this budget ({S['epochs']} epochs) "
+    f"{'none' if drop.min() > 0.05 else 'not all'} of the four is at a plateau: the "
+    f"training FVU still fell by {drop.min():.0%} to {drop.max():.0%} over the second "
+    f"half. The Sparsemax SAE's test FVU, {poster.loc['Sparsemax', 'FVU']:.3f} against "
+    f"{poster.loc['Top-k', 'FVU']:.3f} for Top-k, says how far behind it still is, so "
+    "every comparison with it below is one of SAEs trained this briefly, not of the "
+    "models at their best (colab mode trains longer)."))
 
 # %% [markdown]
 # Their numbers are quoted below **as theirs**, next to ours. Their setting differs from ours in almost
@@ -463,17 +502,20 @@ display(Markdown(
 
 # %%
 NAN = float("nan")
-THEIRS = pd.DataFrame({   # Wang et al. (arXiv:2604.14925), main table and concept classification, notes/paper.md
+# Wang et al. (arXiv:2604.14925): their main table and their concept classification
+THEIRS = pd.DataFrame({
     "FVU": [0.098, 0.169, 0.278, 0.129], "CS": [0.953, 0.925, 0.904, 0.934],
     "CKNNA": [0.812, 0.701, 0.750, 0.796], "MEAN-MS": [0.163, 0.055, 0.124, 0.348],
     "MAX-MS": [0.917, 0.875, 0.903, 0.958],
-    "top-1": [0.031, NAN, NAN, 0.109], "top-5": [0.158, NAN, NAN, 0.335], "top-10": [0.222, NAN, NAN, 0.421],
-    "top-50": [0.349, NAN, NAN, 0.600], "top-all": [0.637, NAN, NAN, 0.651]},
+    "top-1": [0.031, NAN, NAN, 0.109], "top-5": [0.158, NAN, NAN, 0.335],
+    "top-10": [0.222, NAN, NAN, 0.421], "top-50": [0.349, NAN, NAN, 0.600],
+    "top-all": [0.637, NAN, NAN, 0.651]},
     index=["ReLU-L1", "Top-k", "BatchTopK", "Sparsemax"])
 LOWER_IS_BETTER = {"FVU"}
-beside = pd.concat({"ours": poster.loc[THEIRS.index, THEIRS.columns], "theirs (Wang et al.)": THEIRS}, axis=1)
+beside = pd.concat({"ours": poster.loc[THEIRS.index, THEIRS.columns],
+                    "theirs (Wang et al.)": THEIRS}, axis=1)
 beside = beside.swaplevel(axis=1)[THEIRS.columns]
-beside.style.format(precision=3, na_rep="")
+beside.T.style.format(precision=3, na_rep="")   # one row per metric and source
 
 
 # %% [markdown]
@@ -482,7 +524,8 @@ beside.style.format(precision=3, na_rep="")
 
 # %%
 def ranking(column, metric):
-    """Model names from best to worst on one metric (models without a number left out)."""
+    ("Model names from best to worst on one metric "
+     "(models without a number left out).")
     return list(column.dropna().sort_values(ascending=metric in LOWER_IS_BETTER).index)
 
 
@@ -491,7 +534,8 @@ for metric in THEIRS.columns:
     theirs = ranking(THEIRS[metric], metric)
     ours = ranking(beside[metric, "ours"].loc[theirs], metric)
     rows.append({"metric": metric, "best (ours)": ours[0], "best (theirs)": theirs[0],
-                 "ranking (ours)": " > ".join(ours), "ranking (theirs)": " > ".join(theirs),
+                 "ranking (ours)": " > ".join(ours),
+                 "ranking (theirs)": " > ".join(theirs),
                  "same best": ours[0] == theirs[0]})
 agreement = pd.DataFrame(rows).set_index("metric")
 agreement
@@ -514,19 +558,23 @@ agreement
 # %%
 grid_table, GRID_OUT = st.grid.reproduce("embedded", progress=False)
 spec = st.grid.PRESETS["embedded"]
-COMPARED = {"baseline": "Top-k (baseline)", "l1/l2": "Top-k + L1/L2", "multi-topk": "Multi-TopK",
-            "matryoshka": "Matryoshka"}
-at_main = grid_table[(grid_table["k"] == spec.main_k) & grid_table["method"].isin(COMPARED)
+COMPARED = {"baseline": "Top-k (baseline)", "l1/l2": "Top-k + L1/L2",
+            "multi-topk": "Multi-TopK", "matryoshka": "Matryoshka"}
+at_main = grid_table[(grid_table["k"] == spec.main_k)
+                     & grid_table["method"].isin(COMPARED)
                      & (grid_table["mask"].astype(str) != "False")]
-budgets = sorted(int(c[5:]) for c in at_main.columns if re.fullmatch(r"fvu_k\d+", c) and at_main[c].notna().all())
+budgets = sorted(int(c[5:]) for c in at_main.columns
+                 if re.fullmatch(r"fvu_k\d+", c) and at_main[c].notna().all())
 fig, axes = plt.subplots(1, len(spec.backbones), figsize=(11, 3.8))
 for ax, b in zip(axes, spec.backbones):
     for i, (method, label) in enumerate(COMPARED.items()):
         r = at_main[(at_main["backbone"] == b) & (at_main["method"] == method)]
-        ratio = np.stack([r[f"fvu_k{kk}"] / r["fvu"] for kk in budgets])          # (k', seeds)
-        ax.errorbar(budgets, ratio.mean(1), yerr=ratio.std(1), fmt="o-", ms=3, capsize=2, color=f"C{i}",
-                    label=f"{label} ({ratio.shape[1]} seeds)")
-    ax.set(xscale="log", yscale="log", xlabel=f"inference k' (trained at k={spec.main_k})",
+        # (k', seeds)
+        ratio = np.stack([r[f"fvu_k{kk}"] / r["fvu"] for kk in budgets])
+        ax.errorbar(budgets, ratio.mean(1), yerr=ratio.std(1), fmt="o-", ms=3,
+                    capsize=2, color=f"C{i}", label=f"{label} ({ratio.shape[1]} seeds)")
+    ax.set(xscale="log", yscale="log",
+           xlabel=f"inference k' (trained at k={spec.main_k})",
            ylabel="FVU(k') / FVU(k)", title=b)
     ax.set_xticks(budgets, [str(kk) for kk in budgets])
     ax.minorticks_off()
@@ -539,49 +587,65 @@ plt.show()
 # (`st.verdicts.variant_effects`): for each backbone, $\ell_1/\ell_2$ minus each variant on the same $k$ and seed,
 # over every $k$ the backbone was trained at, with 95 % confidence intervals and Holm's correction over all rows.
 # The status says which side is better in the metric's own direction (lower degradation and FVU, higher MS and
-# probe accuracy).
+# probe accuracy). Two tables: robustness to $k$ and reconstruction first, then MS and the few-latent probes.
 
 # %%
 variants = pd.read_csv(GRID_OUT / "variants.csv")
 ours_vs = variants[(variants["method"] == "l1/l2") & (variants["scope"] != "pooled")]
-cell_text = lambda r: f"{r['mean']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] {r['status']}"  # noqa: E731
-ours_vs.assign(value=ours_vs.apply(cell_text, axis=1)).pivot(
+cell_text = lambda r: (  # noqa: E731
+    f"{r['mean']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] {r['status']}")
+vs_table = ours_vs.assign(value=ours_vs.apply(cell_text, axis=1)).pivot(
     index=["scope", "variant"], columns="effect", values="value")
+effects = list(ours_vs["effect"].unique())      # in variants.csv's order
+display(vs_table[effects[:3]])                  # robustness to k and reconstruction
+display(vs_table[effects[3:]])                  # MS and the few-latent probes
 
 # %% tags=["hide-input"]
 def effect_row(scope, method, variant, effect):
-    rows = variants[(variants["scope"] == scope) & (variants["method"] == method) & (variants["variant"] == variant)
-                    & (variants["effect"] == effect)]
+    rows = variants[(variants["scope"] == scope) & (variants["method"] == method)
+                    & (variants["variant"] == variant) & (variants["effect"] == effect)]
     return rows.iloc[0]
 
 
 ROBUST, COST = "Δ mean FVU(k')/FVU(k)", "Δ FVU"
 MS_EFFECT = next(e for e in variants["effect"].unique() if e.startswith("Δ MS"))
-WORDS = {"method better": "better", "variant better": "worse", "inconclusive": "not distinguishable"}
+WORDS = {"method better": "better", "variant better": "worse",
+         "inconclusive": "not distinguishable"}
 lines, buys = [], []
 for b in spec.backbones:
     parts = []
     for v in ("multi-topk", "matryoshka"):
-        rob, cost, ms = (effect_row(b, "l1/l2", v, e) for e in (ROBUST, COST, MS_EFFECT))
+        rob, cost, ms = (effect_row(b, "l1/l2", v, e)
+                         for e in (ROBUST, COST, MS_EFFECT))
         base_rob = effect_row(b, "baseline", v, ROBUST)
-        unresolved = rob["status"] == "inconclusive" and (rob["lo"] > 0 or rob["hi"] < 0)
-        note = (f", an interval clear of 0 on {'the variant' if rob['lo'] > 0 else 'ℓ1/ℓ2'}'s side that does not "
-                f"survive Holm's correction with {rob['n']} pairs") if unresolved else ""
-        parts.append(f"against {COMPARED[v]}, ℓ1/ℓ2's robustness to k is **{WORDS[rob['status']]}** "
-                     f"(Δ degradation {rob['mean']:+.3f} [{rob['lo']:+.3f}, {rob['hi']:+.3f}]{note}; the plain "
-                     f"baseline's is {WORDS[base_rob['status']]}, {base_rob['mean']:+.3f}), its FVU at k is "
-                     f"{WORDS[cost['status']]} ({cost['mean']:+.4f}) and its MS {WORDS[ms['status']]} "
-                     f"({ms['mean']:+.3f})")
-    if all(effect_row(b, "l1/l2", v, ROBUST)["status"] == "method better" for v in ("multi-topk", "matryoshka")):
+        unresolved = (rob["status"] == "inconclusive"
+                      and (rob["lo"] > 0 or rob["hi"] < 0))
+        note = ((f", an interval clear of 0 on "
+                 f"{'the variant' if rob['lo'] > 0 else 'ℓ1/ℓ2'}'s side that does not "
+                 f"survive Holm's correction with {rob['n']} pairs")
+                if unresolved else "")
+        parts.append(f"against {COMPARED[v]}, ℓ1/ℓ2's robustness to k is "
+                     f"**{WORDS[rob['status']]}** (Δ degradation {rob['mean']:+.3f} "
+                     f"[{rob['lo']:+.3f}, {rob['hi']:+.3f}]{note}; the plain "
+                     f"baseline's is {WORDS[base_rob['status']]}, "
+                     f"{base_rob['mean']:+.3f}), its FVU at k is "
+                     f"{WORDS[cost['status']]} ({cost['mean']:+.4f}) and its MS "
+                     f"{WORDS[ms['status']]} ({ms['mean']:+.3f})")
+    if all(effect_row(b, "l1/l2", v, ROBUST)["status"] == "method better"
+           for v in ("multi-topk", "matryoshka")):
         buys.append(b)
-    lines.append(f"- **{b}** (k = {', '.join(map(str, sorted(grid_table[grid_table.backbone == b]['k'].unique())))}): "
+    lines.append(f"""- **{b}** (k = {', '.join(map(str, sorted(
+                     grid_table[grid_table.backbone == b]['k'].unique())))}): """
                  + "; ".join(parts) + ".")
 display(Markdown("\n".join(lines) + "\n\n" + (
-    f"So ℓ1/ℓ2 buys robustness to k beyond both established variants on {', '.join(buys)}"
-    + ("" if len(buys) == len(spec.backbones) else f", and not on {', '.join(set(spec.backbones) - set(buys))}")
-    if buys else "So on neither backbone does ℓ1/ℓ2 buy robustness to k that both established variants do not "
-    "already give") + f". MS here is {MS_EFFECT.removeprefix('Δ MS (').removesuffix(')')}, chapter 4's primary "
-    "form; 'better' and 'worse' need a Holm-adjusted p ≤ 0.05."))
+    f"So ℓ1/ℓ2 buys robustness to k beyond both established variants on "
+    f"{', '.join(buys)}"
+    + ("" if len(buys) == len(spec.backbones)
+       else f", and not on {', '.join(set(spec.backbones) - set(buys))}")
+    if buys else "So on neither backbone does ℓ1/ℓ2 buy robustness to k that both "
+    "established variants do not already give")
+    + f". MS here is {MS_EFFECT.removeprefix('Δ MS (').removesuffix(')')}, "
+    "chapter 4's primary form; 'better' and 'worse' need a Holm-adjusted p ≤ 0.05."))
 
 
 # %% [markdown]
@@ -599,37 +663,47 @@ sm, tk = table.loc["Sparsemax"], table.loc["Top-k"]
 same_best = [metric for metric, row in agreement.iterrows() if row["same best"]]
 n1_best = probe.loc[NS[0]].idxmax()
 display(Markdown(f"""
-- **Adaptivity.** {", ".join(ADAPTIVE)} vary their budget from input to input (L0 standard deviation
-  {", ".join(f"{table.loc[n, 'L0 std']:.1f}" for n in ADAPTIVE)}); each of the three Top-k SAEs gives exactly
-  k={K} latents to at least {min(at_k[n] for n in at_k if n not in ADAPTIVE):.1%} of the inputs. The
-  Sparsemax SAE chose a mean L0 of {sm['L0']:.1f} with no budget knob, against k={K} for Top-k.
-- **Reconstruction.** The lowest FVU is {best('FVU', lower=True)}'s ({table['FVU'].min():.3f}); Sparsemax reaches
-  {sm['FVU']:.3f} against {tk['FVU']:.3f} for plain Top-k, and the ReLU SAE {table.loc['ReLU-L1', 'FVU']:.3f} at
-  mean L0 {table.loc['ReLU-L1', 'L0']:.1f}.
-- **Interpretability proxies.** The highest mean MS is {best('MEAN-MS')}'s ({table['MEAN-MS'].max():.3f}; plain
-  Top-k {tk['MEAN-MS']:.3f}, Sparsemax {sm['MEAN-MS']:.3f}). Scored in the ImageNet model's space over frequent
-  latents, chapter 4's form, the highest is {best('MS-X FREQ')}'s ({table['MS-X FREQ'].max():.3f}; plain Top-k
-  {tk['MS-X FREQ']:.3f}, Sparsemax {sm['MS-X FREQ']:.3f}){"" if best('MS-X FREQ') == best('MEAN-MS') else
-  ": the own-space alive mean and chapter 4's measure do not pick the same SAE"}. The highest CKNNA is {best('CKNNA')}'s
-  ({table['CKNNA'].max():.3f}); the most orthogonal dictionary (lowest DO) is {best('DO', lower=True)}'s.
-  Dead latents range from {table['dead'].min():.0f} to {table['dead'].max():.0f} of {M}.
-- **Against the Sparsemax paper**, on the ImageNet model's embeddings with the published Sparsemax SAE: on
-  {len(same_best)} of {len(agreement)} metrics ({", ".join(same_best) or "none"}) our best model is the same as
-  theirs. Their headline, Sparsemax first on MEAN-MS, {"holds" if agreement.loc["MEAN-MS", "best (ours)"] ==
-  "Sparsemax" else "does not hold"} on our data (ours: {poster.loc["Sparsemax", "MEAN-MS"]:.3f} against
-  {poster["MEAN-MS"].drop("Sparsemax").max():.3f} for the best other SAE). With one concept per class, Sparsemax
-  classifies {poster.loc["Sparsemax", "top-1"]:.1%} of the test images and ReLU {poster.loc["ReLU-L1", "top-1"]:.1%}
-  (theirs: 10.9 % and 3.1 %); with every concept, {poster.loc["Sparsemax", "top-all"]:.1%} and
-  {poster.loc["ReLU-L1", "top-all"]:.1%} (theirs: 65.1 % and 63.7 %), against chance {1 / len(classes):.0%}.
-  The Sparsemax SAE chose a mean L0 of {poster.loc["Sparsemax", "L0"]:.1f} there (zero fraction
+- **Adaptivity.** {", ".join(ADAPTIVE)} vary their budget from input to input (L0
+  standard deviation {", ".join(f"{table.loc[n, 'L0 std']:.1f}" for n in ADAPTIVE)});
+  each of the three Top-k SAEs gives exactly k={K} latents to at least
+  {min(at_k[n] for n in at_k if n not in ADAPTIVE):.1%} of the inputs. The Sparsemax SAE
+  chose a mean L0 of {sm['L0']:.1f} with no budget knob, against k={K} for Top-k.
+- **Reconstruction.** The lowest FVU is {best('FVU', lower=True)}'s
+  ({table['FVU'].min():.3f}); Sparsemax reaches {sm['FVU']:.3f} against {tk['FVU']:.3f}
+  for plain Top-k, and the ReLU SAE {table.loc['ReLU-L1', 'FVU']:.3f} at mean L0
+  {table.loc['ReLU-L1', 'L0']:.1f}.
+- **Interpretability proxies.** The highest mean MS is {best('MEAN-MS')}'s
+  ({table['MEAN-MS'].max():.3f}; plain Top-k {tk['MEAN-MS']:.3f}, Sparsemax
+  {sm['MEAN-MS']:.3f}). Scored in the ImageNet model's space over frequent latents,
+  chapter 4's form, the highest is {best('MS-X FREQ')}'s
+  ({table['MS-X FREQ'].max():.3f}; plain Top-k {tk['MS-X FREQ']:.3f}, Sparsemax
+  {sm['MS-X FREQ']:.3f}){"" if best('MS-X FREQ') == best('MEAN-MS') else
+  ": the own-space alive mean and chapter 4's measure do not pick the same SAE"}. The
+  highest CKNNA is {best('CKNNA')}'s ({table['CKNNA'].max():.3f}); the most orthogonal
+  dictionary (lowest DO) is {best('DO', lower=True)}'s. Dead latents range from
+  {table['dead'].min():.0f} to {table['dead'].max():.0f} of {M}.
+- **Against the Sparsemax paper**, on the ImageNet model's embeddings with the published
+  Sparsemax SAE: on {len(same_best)} of {len(agreement)} metrics
+  ({", ".join(same_best) or "none"}) our best model is the same as theirs. Their
+  headline, Sparsemax first on MEAN-MS,
+  {"holds" if agreement.loc["MEAN-MS", "best (ours)"] == "Sparsemax" else
+  "does not hold"} on our data (ours: {poster.loc["Sparsemax", "MEAN-MS"]:.3f} against
+  {poster["MEAN-MS"].drop("Sparsemax").max():.3f} for the best other SAE). With one
+  concept per class, Sparsemax classifies {poster.loc["Sparsemax", "top-1"]:.1%} of the
+  test images and ReLU {poster.loc["ReLU-L1", "top-1"]:.1%} (theirs: 10.9 % and 3.1 %);
+  with every concept, {poster.loc["Sparsemax", "top-all"]:.1%} and
+  {poster.loc["ReLU-L1", "top-all"]:.1%} (theirs: 65.1 % and 63.7 %), against chance
+  {1 / len(classes):.0%}. The Sparsemax SAE chose a mean L0 of
+  {poster.loc["Sparsemax", "L0"]:.1f} there (zero fraction
   {poster.loc["Sparsemax", "L0 (zeros)"]:.3f}).
-- **Truncated probing.** With one latent per input the best probe is {n1_best}'s ({probe.loc[NS[0]].max():.3f});
-  with n={NS[-1]}, accuracies range from {probe.loc[NS[-1]].min():.3f} to {probe.loc[NS[-1]].max():.3f},
-  against {dense:.3f} on the dense embedding.
+- **Truncated probing.** With one latent per input the best probe is {n1_best}'s
+  ({probe.loc[NS[0]].max():.3f}); with n={NS[-1]}, accuracies range from
+  {probe.loc[NS[-1]].min():.3f} to {probe.loc[NS[-1]].max():.3f}, against {dense:.3f} on
+  the dense embedding.
 
-These are one seed of small SAEs on one small data set: differences of a few thousandths are within seed noise
-(chapter 4 measures it), and a ranking that disagrees with the paper's is a statement about this setting, not a
-refutation.
+These are one seed of small SAEs on one small data set: differences of a few thousandths
+are within seed noise (chapter 4 measures it), and a ranking that disagrees with the
+paper's is a statement about this setting, not a refutation.
 """))
 
 # %% [markdown]
@@ -640,33 +714,38 @@ refutation.
 
 # %%
 CARD_DIR = cache_dir() / "method_cards" / "06_adaptive_budgets"
-backbone = st.load_embeddings(st.embed("embedded", "fashion-mnist", "train")).manifest["backbone"]
+backbone = st.load_embeddings(
+    st.embed("embedded", "fashion-mnist", "train")).manifest["backbone"]
 cards = {}
 for name, sae in saes.items():
     provenance = dict(
         name="ch6-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"),
-        source_model=f"embedded backbone ({backbone['model_id']}, {backbone['weights']})",
-        layer="penultimate layer (128-d, after ReLU)", pooling=backbone["pooling"], dataset="fashion-mnist",
-        split="train (60,000 images) for training; test (10,000) for metrics",
-        preprocessing="embeddings L2-normalised (load_split)", train_config=configs[name],
-        steps=len(histories[name]["step"]),
-        notes=f"{name}; L0 per test input: mean {l0[name].float().mean():.2f}, std {l0[name].float().std():.2f}")
-    json_path, md_path = st.method_card(sae, reports[name], provenance, out_dir=CARD_DIR)
+        **st.metrics.card_source(
+            backbone, "fashion-mnist",
+            "train (60,000 images) for training; test (10,000) for metrics"),
+        train_config=configs[name], steps=len(histories[name]["step"]),
+        notes=f"{name}; L0 per test input: mean {l0[name].float().mean():.2f}, "
+              f"std {l0[name].float().std():.2f}")
+    json_path, md_path = st.method_card(sae, reports[name], provenance,
+                                        out_dir=CARD_DIR)
     cards[name] = (json.loads(json_path.read_text()), md_path)
 
-pd.DataFrame([{"card": c["name"], "variant": c["sae"]["variant"], "k": c["sae"].get("k"),
-               "l1_coeff": c["sae"].get("l1_coeff"), "regularizer": c["training"]["regularizer"],
-               "steps": c["training"]["steps"], "FVU": c["metrics"]["fvu"], "L0": c["metrics"]["l0"],
-               "MS (mean)": c["metrics"]["ms_mean"]}
-              for c, _ in cards.values()]).set_index("card").style.format(precision=3, na_rep="")
+(pd.DataFrame([{"card": c["name"], "variant": c["sae"]["variant"],
+                "k": c["sae"].get("k"), "l1_coeff": c["sae"].get("l1_coeff"),
+                "regularizer": c["training"]["regularizer"],
+                "steps": c["training"]["steps"], "FVU": c["metrics"]["fvu"],
+                "L0": c["metrics"]["l0"], "MS (mean)": c["metrics"]["ms_mean"]}
+               for c, _ in cards.values()])
+ .set_index("card").style.format(precision=3, na_rep=""))
 
 # %% [markdown]
 # The full cards (click to show), with their headings demoted to sit inside this page:
 
 # %% mystnb={"markdown_format": "gfm"} tags=["hide-output"]
 for name, (_, md_path) in cards.items():
-    display(Markdown(re.sub(r"^(#+) ", r"###\1 ", md_path.read_text(), flags=re.MULTILINE)))
-print(f"JSON and Markdown cards written to {CARD_DIR}")
+    display(Markdown(re.sub(r"^(#+) ", r"###\1 ", md_path.read_text(),
+                            flags=re.MULTILINE)))
+print(f"JSON and Markdown cards written to\n  {CARD_DIR}")
 
 # %% [markdown]
 # ## Check your understanding

@@ -40,7 +40,8 @@ if "google.colab" in sys.modules:
 import sae_tutorial as st
 import torch
 
-MODE, DEVICE = st.book.setup()   # "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
+# "small" on a CPU (one torch thread), "colab" on a GPU (auto), or what you set
+MODE, DEVICE = st.book.setup()
 print(f"mode={MODE}, device={DEVICE}")
 
 # %% [markdown]
@@ -71,8 +72,10 @@ plan.groupby(["backbone", "dataset"]).size().rename("cells").to_frame()
 # The command line runs it; `--dry-run` prints the plan with its estimated device-hours instead:
 #
 # ```bash
-# python -m sae_tutorial sweep --grid paper --out runs/paper --dry-run   # the plan and its cost
-# python -m sae_tutorial sweep --grid paper --out runs/paper \           # run (resumable; rerun after a kill)
+# # the plan and its cost
+# python -m sae_tutorial sweep --grid paper --out runs/paper --dry-run
+# # the run (resumable: rerun the same line after a kill)
+# python -m sae_tutorial sweep --grid paper --out runs/paper \
 #     --dataset-option open-images-v7.repo=/data/open-images-v7 \
 #     --dataset-option open-images-v7.classes=oidv7-class-descriptions.csv
 # ```
@@ -94,7 +97,8 @@ batch = 512 if DEVICE == "cpu" else spec.train["batch_size"]
 kinds = {"baseline": {}, "masked regularizer": {"lambda_ratio": 0.003},
          "unmasked regularizer": {"lambda_ratio": 0.003, "reg_mask": False}}
 start = time.perf_counter()
-measured = {name: grid.measure_step(1024, spec.n_latents, 64, batch, over, steps=3) for name, over in kinds.items()}
+measured = {name: grid.measure_step(1024, spec.n_latents, 64, batch, over, steps=3)
+            for name, over in kinds.items()}
 print(f"measured in {time.perf_counter() - start:.0f} s on {DEVICE} (batch {batch}):")
 pd.DataFrame(measured).T[["samples_per_s", "step_per_gemm"]].round(2)
 
@@ -106,15 +110,18 @@ pd.DataFrame(measured).T[["samples_per_s", "step_per_gemm"]].round(2)
 
 # %%
 def kind_of(cell) -> str:
-    return "baseline" if cell.mask is None else "masked regularizer" if cell.mask else "unmasked regularizer"
+    return ("baseline" if cell.mask is None
+            else "masked regularizer" if cell.mask else "unmasked regularizer")
 
 throughput = {(grid.EMBED_DIMS[c.backbone], c.k, c.method, c.mask):
-              {**measured[kind_of(c)], "samples_per_s": measured[kind_of(c)]["samples_per_s"] * 1024
+              {**measured[kind_of(c)],
+               "samples_per_s": measured[kind_of(c)]["samples_per_s"] * 1024
                / grid.EMBED_DIMS[c.backbone]} for c in cells}
 costs = grid.dry_run(spec, throughput=throughput)
 hours = costs.groupby(["backbone", "dataset"])["hours"].sum()
-print(f"the whole grid: {costs['steps'].sum():,} steps, {costs['hours'].sum():,.0f} {DEVICE}-hours "
-      "of SAE training on this machine (embedding extraction not included)")
+print(f"the whole grid: {costs['steps'].sum():,} steps, "
+      f"{costs['hours'].sum():,.0f} {DEVICE}-hours of SAE training on this machine\n"
+      "(embedding extraction not included)")
 hours.round(1).to_frame(f"{DEVICE}-hours")
 
 # %%
@@ -143,10 +150,12 @@ plt.show()
 
 # %%
 batch_gpu = spec.train["batch_size"]
-floors = grid.gpu_floors(costs, batch_gpu, spec.n_latents)               # one row per cell, one column per card
+# one row per cell, one column per card
+floors = grid.gpu_floors(costs, batch_gpu, spec.n_latents)
 gpu = floors.groupby([costs["backbone"], costs["dataset"]]).sum()
 gpu.loc[("whole grid", ""), :] = gpu.sum()
-print(f"floor of the GPU-hours of SAE training, batch {batch_gpu}, from step/GEMM ratios measured on {DEVICE}:")
+print(f"floor of the GPU-hours of SAE training, batch {batch_gpu},\n"
+      f"from step/GEMM ratios measured on {DEVICE}:")
 gpu.round(2)
 
 # %% [markdown]
@@ -166,7 +175,8 @@ gpu.round(2)
 # :class: dropdown
 #
 # ```python
-# def gpu_floor_hours(steps, batch_size, d, m, step_per_gemm, tflops, gemm_efficiency=0.6):
+# def gpu_floor_hours(steps, batch_size, d, m, step_per_gemm, tflops,
+#                     gemm_efficiency=0.6):
 #     gemm_seconds = 2 * batch_size * d * m / (tflops * 1e12 * gemm_efficiency)
 #     return steps * step_per_gemm * gemm_seconds / 3600
 # ```
@@ -178,8 +188,10 @@ gpu.round(2)
 # ````
 
 # %% tags=["exercise"]
-def gpu_floor_hours(steps, batch_size, d, m, step_per_gemm, tflops, gemm_efficiency=0.6):
-    """A floor on the hours of `steps` training steps on a card of `tflops` bf16 TFLOP/s."""
+def gpu_floor_hours(steps, batch_size, d, m, step_per_gemm, tflops,
+                    gemm_efficiency=0.6):
+    """A floor on the hours of `steps` training steps on a card of `tflops`
+    bf16 TFLOP/s."""
     gemm_seconds = 2 * batch_size * d * m / (tflops * 1e12 * gemm_efficiency)
     return steps * step_per_gemm * gemm_seconds / 3600
 
@@ -191,8 +203,10 @@ st.exercises.check_gpu_hours(gpu_floor_hours)
 # ## 2. Several GPUs: `torchrun`
 #
 # ```bash
-# torchrun --nproc_per_node=4 -m sae_tutorial train --data ~/.cache/sae_tutorial/embeddings/vit-l-16--imagenet-1k--train \
-#     --n-latents 8192 --k 64 --batch-size 2048 --epochs 50 --lambda-ratio 0.003 --out sae-vit-l-16/
+# torchrun --nproc_per_node=4 -m sae_tutorial train \
+#     --data ~/.cache/sae_tutorial/embeddings/vit-l-16--imagenet-1k--train \
+#     --n-latents 8192 --k 64 --batch-size 2048 --epochs 50 --lambda-ratio 0.003 \
+#     --out sae-vit-l-16/
 # ```
 #
 # Every rank holds the embeddings and takes its contiguous slice of each global batch. The FVU's denominator is the
@@ -206,20 +220,16 @@ st.exercises.check_gpu_hours(gpu_floor_hours)
 # Embedding extraction splits the same way, by shard:
 #
 # ```bash
-# torchrun --nproc_per_node=4 -m sae_tutorial embed --backbone vit-l-16 --dataset imagenet-1k --split train
+# torchrun --nproc_per_node=4 -m sae_tutorial embed \
+#     --backbone vit-l-16 --dataset imagenet-1k --split train
 # ```
 #
 # Shard $i$ goes to rank $i \bmod 4$, each rank writes its own shard files, and rank 0 alone lists the finished
 # ones in the manifest, in order. The cache is the one a single process writes, and a cache begun on four GPUs
 # can be finished on one (the tests check both directions, bit for bit, with two `gloo` processes).
-
-# %%
-from sae_tutorial.book import show_source
-from sae_tutorial.distributed import Group
-
-show_source(Group.total_variance)
-
-# %% [markdown]
+#
+# How the global-batch quantities are reduced, with the code, is in the appendix, {ref}`under-the-hood-ddp`.
+#
 # ## 3. Sharing an SAE
 #
 # `save_pretrained` writes a folder the Hugging Face hub understands: `model.safetensors` (weights and a JSON record
@@ -239,9 +249,11 @@ cfg = st.TrainConfig(batch_size=256, steps=100, lr=3e-3, progress=False)
 history = st.train(sae, data.x, cfg)
 report = st.metrics.evaluate(sae, data.x, ks=[2, 4, 8], probe_ns=[1], sample_size=500)
 folder = Path(tempfile.mkdtemp()) / "my-sae"
-card = st.method_card(sae, report, {"source_model": "synthetic", "layer": "-", "pooling": "-",
-                                   "dataset": "make_sparse_data(4096, 32, 128)", "split": "all",
-                                   "preprocessing": "none", "train_config": cfg, "name": "my-sae"}, folder.parent)
+card = st.method_card(sae, report,
+                      {**st.metrics.card_source(None, "make_sparse_data(4096, 32, 128)",
+                                                "all"),
+                       "train_config": cfg, "name": "my-sae"},
+                      folder.parent)
 sae.save_pretrained(folder, card=card)
 print(sorted(p.name for p in folder.iterdir()))
 again = st.SparseAutoencoder.from_pretrained(str(folder))
@@ -249,7 +261,7 @@ print(type(again).__name__, "weights equal:", torch.equal(again.W_dec, sae.W_dec
 
 # %% [markdown]
 # ```python
-# sae.push_to_hub("your-name/topk-sae-vit-l-16-k64")        # needs `huggingface-cli login`
+# sae.push_to_hub("your-name/topk-sae-vit-l-16-k64")   # needs `huggingface-cli login`
 # sae = st.SparseAutoencoder.from_pretrained("your-name/topk-sae-vit-l-16-k64")
 # ```
 #

@@ -1,9 +1,11 @@
-"""What every chapter of the book starts with: its scale and device, and a way to show the library's own source."""
+"""What every chapter of the book starts with: its scale and device, a way to show the library's own source, and
+printed lines that fit the page."""
 from __future__ import annotations
 
 import inspect
 import math
 import os
+import textwrap
 from typing import Any
 
 import torch
@@ -26,6 +28,22 @@ def show_source(obj: Any) -> None:
     from IPython.display import Code, display
 
     display(Code(inspect.getsource(obj), language="python"))
+
+
+PAGE_WIDTH = 88   # columns of a printed line that fit the book's text column (book/static/sae-tutorial.css)
+
+
+def wrap(text: str, width: int = PAGE_WIDTH) -> str:
+    """`text` with each of its lines wider than `width` wrapped at spaces, continuation lines indented by two;
+    lines that fit (tables, aligned formulas) are kept as they are."""
+    return "\n".join(line if len(line) <= width else
+                     textwrap.fill(line, width, subsequent_indent="  ", break_on_hyphens=False)
+                     for line in str(text).splitlines())
+
+
+def print_wrapped(*parts: Any) -> None:
+    """print(*parts), wrapped to the page by `wrap`."""
+    print(wrap(" ".join(str(part) for part in parts)))
 
 
 # The rehearsal knob (`make colab-rehearsal`): SAE_TUTORIAL_SHRINK=N runs a chapter's colab-mode cells on a CPU in

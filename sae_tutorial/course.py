@@ -76,7 +76,7 @@ def stub(source: str, ex: Exercise) -> str:
         else:
             raise ValueError(f"exercise {ex.number}: an answer cell holds only functions and assignments")
     title = ex.title if ex.title[-1] in "?!." else ex.title + "."
-    out = [f"# Exercise {ex.number}: {title} Write your answer here, then run the check cell below."]
+    out = [f"# Exercise {ex.number}: {title}", "# Write your answer here, then run the check cell below."]
     for i, (is_function, block) in enumerate(blocks):
         if i and (is_function or blocks[i - 1][0]):
             out += ["", ""]

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import io
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 
 from . import regularizers as REG
 from . import verdicts
+from .book import PAGE_WIDTH, wrap
 from .metrics import class_purity, dead_latents, monosemanticity
 from .sae import TopKSAE, sparsemax_threshold
 from .train import default_lr
@@ -88,10 +90,10 @@ def _exercise(number: str, chapter: str, label: str, title: str, names: tuple[st
             try:
                 if any(a is Ellipsis for a in answers):
                     raise NotImplementedError
-                print(raw(*answers, **cases))
+                print(wrap(raw(*answers, **cases)))
             except NotImplementedError:
-                print(f"Exercise {number} ({title}) is not done yet: write {', '.join(names)} above, "
-                      "then run this cell again.")
+                print(wrap(f"Exercise {number} ({title}) is not done yet: write {', '.join(names)} above, "
+                           "then run this cell again."))
                 return False
             return True
 
@@ -644,9 +646,11 @@ def grade(path: str | Path, chapter: str | None = None) -> list[Grade]:
 
 
 def score_table(grades: list[Grade]) -> str:
-    """A plain-text table of grades and the total."""
-    rows = [f"{'exercise':<9} {'title':<42} {'status':<9} points  message"]
-    rows += [f"{g.exercise.number:<9} {g.exercise.title[:42]:<42} {g.status:<9} {g.points:>6}  {g.message}"
-             for g in grades]
+    """A plain-text table of grades and the total, PAGE_WIDTH columns wide: each message on the lines below its row."""
+    rows = [f"{'exercise':<9} {'title':<42} {'status':<9} points"]
+    for g in grades:
+        rows.append(f"{g.exercise.number:<9} {g.exercise.title[:42]:<42} {g.status:<9} {g.points:>6}")
+        if g.message:
+            rows += textwrap.wrap(g.message, PAGE_WIDTH, initial_indent=" " * 10, subsequent_indent=" " * 10)
     rows.append(f"score: {sum(g.points for g in grades)}/{len(grades)}")
     return "\n".join(rows)

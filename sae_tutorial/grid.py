@@ -245,6 +245,7 @@ def run_cell(cell: Cell, spec: GridSpec, out: Path, data_fn: Callable = load_spl
     embedding space of another backbone on the same images (ms_cross_*, `cross_backbone`).
     """
     from .metrics import evaluate, method_card
+    from .metrics.report import L2_NORMALISED
     from .selection import validation_split
 
     cdir = out / "cells" / cell.key
@@ -273,10 +274,10 @@ def run_cell(cell: Cell, spec: GridSpec, out: Path, data_fn: Callable = load_spl
         report["val_fvu"] = held_out_fvu(sae, x_val)
     cdir.mkdir(parents=True, exist_ok=True)
     sae.save(cdir / "sae.safetensors")
-    provenance = {"source_model": cell.backbone, "layer": "image embedding (see st.backbones)",
-                  "pooling": "backbone default (see st.backbones)", "dataset": cell.dataset,
+    provenance = {"source_model": cell.backbone, "layer": "image embedding",
+                  "pooling": "the backbone's (see st.backbones)", "dataset": cell.dataset,
                   "split": f"train: {cell.train_split}, eval: {cell.eval_split}",
-                  "preprocessing": "backbone transform; embeddings L2-normalised", "train_config": cfg,
+                  "preprocessing": L2_NORMALISED, "train_config": cfg,
                   "name": cell.key, "steps": len(hist["step"])}
     method_card(sae, report, provenance, cdir)
     curves = {key: hist[key] for key in ("step", "fvu", "dead_frac", "val_step", "val_fvu") if key in hist}

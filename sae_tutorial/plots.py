@@ -9,6 +9,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 
 METHOD_ORDER = [("baseline", None), ("off-support l1", True), ("l1/l2", True), ("off-support l1", False),
                 ("l1/l2", False)]
@@ -42,8 +43,13 @@ def interpretability_vs_reconstruction(table) -> matplotlib.figure.Figure:
     for ax, metric, name in zip(axes, ("ms_mean", "purity"), ("mean MS (alive latents)", "class purity")):
         for method, mask, rows in _groups(table):
             g = rows.groupby("k")
-            ax.errorbar(g["fvu"].mean(), g[metric].mean(), xerr=g["fvu"].std(), yerr=g[metric].std(),
+            x, y = g["fvu"].mean(), g[metric].mean()
+            ax.errorbar(x, y, xerr=g["fvu"].std(), yerr=g[metric].std(),
                         label=label(method, mask), capsize=2, **_style(method, mask))
+            for k in x.index:                                   # each point says its k
+                ax.annotate(f"k={k}", (x[k], y[k]), xytext=(4, 3), textcoords="offset points", fontsize=7,
+                            color=COLORS.get(method, "k"))
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))   # FVUs differ in the 3rd digit: few ticks
         ax.set_xlabel("FVU (lower is better)")
         ax.set_ylabel(name)
     axes[0].legend(fontsize=8)
@@ -74,7 +80,8 @@ def dead_latents_by_mask(table) -> matplotlib.figure.Figure:
 def _curves_per_k(table, prefix: str, ylabel: str, masks_off: bool):
     """One panel per training k; in each, a curve per (method, mask) through the `<prefix><x>` columns."""
     ks = sorted(table["k"].unique())
-    fig, axes = plt.subplots(1, len(ks), figsize=(4 * len(ks), 3.6), squeeze=False)
+    # at most 10 inches wide: the book shows figures at its text width, and wider ones shrink their text
+    fig, axes = plt.subplots(1, len(ks), figsize=(min(10.0, 3.4 * len(ks)), 3.4), squeeze=False)
     cols = sorted((int(m.group(1)), c) for c in table.columns if (m := re.fullmatch(prefix + r"(\d+)", c)))
     for ax, k in zip(axes[0], ks):
         for method, mask, rows in _groups(table[table["k"] == k]):
@@ -84,6 +91,9 @@ def _curves_per_k(table, prefix: str, ylabel: str, masks_off: bool):
             ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], capsize=2,
                         label=label(method, mask), **_style(method, mask))
         ax.set_xscale("log", base=2)
+        xs = [x for x, c in cols if table.loc[table["k"] == k, c].notna().all()]
+        ax.set_xticks(xs, [str(x) for x in xs], fontsize=8)    # the budgets themselves, not powers of 2
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_title(f"trained with k={k}")
     axes[0][0].set_ylabel(ylabel)
     return fig, axes[0], ks

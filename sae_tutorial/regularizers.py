@@ -1,19 +1,25 @@
-"""The paper's regularizers on pre-Top-k activations of batch-active units (design.md §4).
+"""The paper's regularizers on pre-Top-k activations of batch-active units.
 
-    A      = ∪_b S_b                                       units Top-k selected at least once in the batch
-    R_off  = (1/B) Σ_b Σ_{j ∈ A∖S_b} φ(h_bj)               ℓ1 on each row's off-support active units
-    R_rat  = (1/B) Σ_b ‖φ(h_b,A)‖₁ / (‖φ(h_b,A)‖₂ + ε)     scale-invariant ℓ1/ℓ2 over the active set
+    A      = ∪_b S_b
+             units Top-k selected at least once in the batch
+    R_off  = (1/B) Σ_b Σ_{j ∈ A∖S_b} φ(h_bj)
+             ℓ1 on each row's off-support active units
+    R_rat  = (1/B) Σ_b ‖φ(h_b,A)‖₁ / (‖φ(h_b,A)‖₂ + ε)
+             scale-invariant ℓ1/ℓ2 over the active set
     φ = ReLU (default) or |·|
 
-`mask=False` replaces A by all m units: the ablation. Units outside A never reach the decoder, so they get no
-reconstruction gradient; penalising them only pushes them further below threshold (more dead latents).
+`mask=False` replaces A by all m units: the ablation. Units outside A never reach the
+decoder, so they get no reconstruction gradient; penalising them only pushes them
+further below threshold (more dead latents).
 
-The ℓ1/ℓ2 gradient, for p = φ(h_b,A) > 0, is ∂R/∂p_j = 1/‖p‖₂ − ‖p‖₁ p_j / ‖p‖₂³: orthogonal to p (no global
-shrinkage), positive (so descent shrinks) for p_j < ‖p‖₂²/‖p‖₁, negative (descent grows) above it.
+The ℓ1/ℓ2 gradient, for p = φ(h_b,A) > 0, is ∂R/∂p_j = 1/‖p‖₂ − ‖p‖₁ p_j / ‖p‖₂³:
+orthogonal to p (no global shrinkage), positive (so descent shrinks) for
+p_j < ‖p‖₂²/‖p‖₁, negative (descent grows) above it.
 
-`off_support_l1` and `l1_l2_ratio` are the definitions, differentiated by autograd. Training uses their closed-form
-twins `off_support_l1_grad` and `l1_l2_ratio_grad`: (value, ∂R/∂h) in a few elementwise passes, with no autograd
-graph over the (B, m) matrix; the tests hold each twin to its definition.
+`off_support_l1` and `l1_l2_ratio` are the definitions, differentiated by autograd.
+Training uses their closed-form twins `off_support_l1_grad` and `l1_l2_ratio_grad`:
+(value, ∂R/∂h) in a few elementwise passes, with no autograd graph over the (B, m)
+matrix; the tests hold each twin to its definition.
 """
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
 """Synthetic data with known ground-truth features, and how well an SAE recovers them.
 
     x_n = Σ_i c_ni f_i + σ ε_n,     f_i ∈ R^d random unit vectors,  ε_n ~ N(0, I_d / d)
-    P(c_ni ≠ 0) = p_i ∝ (i + 1)^(−s)   (Zipf-like, scaled so E[#active] = avg_active, each p_i ≤ 1)
+    P(c_ni ≠ 0) = p_i ∝ (i + 1)^(−s)
+                  (Zipf-like, scaled so E[#active] = avg_active, each p_i ≤ 1)
     c_ni ~ Uniform(0.5, 1.5) when active (non-negative, as SAE codes are)
 
-Recovery: for each true feature, the best cosine with any decoder row, max_j cos(f_i, d_j); a feature is
-recovered when that exceeds `threshold` (0.9).
+Recovery: for each true feature, the best cosine with any decoder row,
+max_j cos(f_i, d_j); a feature is recovered when that exceeds `threshold` (0.9).
 """
 from __future__ import annotations
 

@@ -1,68 +1,92 @@
 """The paper's four claims, judged from a results table (grid.py) by paired comparisons.
 
-Every effect is a paired difference between a method and its reference trained on the same
-(backbone, dataset, k, seed): Δ = metric(method) − metric(reference), over all such pairs.
+Every effect is a paired difference between a method and its reference trained on the
+same (backbone, dataset, k, seed): Δ = metric(method) − metric(reference), over all
+such pairs.
 
-    mean Δ, its standard deviation s over pairs, standard error SE = s / √n, t = mean Δ / SE
-    an effect SUPPORTS the claim when sign·t ≥ 2 (sign: the direction the claim predicts),
-    CONTRADICTS it when sign·t ≤ −2, and is INCONCLUSIVE otherwise (with SE = 0, t = ±∞ or 0).
+    mean Δ, its standard deviation s over pairs, standard error SE = s / √n,
+    t = mean Δ / SE
+    an effect SUPPORTS the claim when sign·t ≥ 2 (sign: the direction the claim
+    predicts), CONTRADICTS it when sign·t ≤ −2, and is INCONCLUSIVE otherwise
+    (with SE = 0, t = ±∞ or 0).
 
-A claim HOLDS when all of its effects support it, DOES NOT HOLD when none does, and is MIXED otherwise.
+A claim HOLDS when all of its effects support it, DOES NOT HOLD when none does, and is
+MIXED otherwise.
 
     1. both regularizers raise MS and class purity at no cost in reconstruction
-       effects, for each regularizer (mask on) vs the baseline: Δ ms_mean > 0, Δ purity > 0,
-       and "no cost": relative Δ fvu < tolerance (5 %), i.e. the effect (fvu_r − fvu_b)/fvu_b − 0.05 < 0
+       effects, for each regularizer (mask on) vs the baseline: Δ ms_mean > 0,
+       Δ purity > 0, and "no cost": relative Δ fvu < tolerance (5 %), i.e. the effect
+       (fvu_r − fvu_b)/fvu_b − 0.05 < 0
     2. without the batch-active mask, dead latents rise
        for each regularizer: Δ dead (mask off − mask on) > 0
     3. ℓ1/ℓ2 makes reconstruction more robust to the inference-time k
-       Δ of the mean relative degradation  mean_{k'≠k} FVU(k')/FVU(k)  (ℓ1/ℓ2 − baseline) < 0
+       Δ of the mean relative degradation  mean_{k'≠k} FVU(k')/FVU(k)
+         (ℓ1/ℓ2 − baseline) < 0
     4. ℓ1/ℓ2 improves linear probing when only a few leading latents are kept
-       Δ probe accuracy at each truncation n ≤ 4 present in the table (ℓ1/ℓ2 − baseline) > 0
+       Δ probe accuracy at each truncation n ≤ 4 present in the table
+         (ℓ1/ℓ2 − baseline) > 0
 
-Beside the verdicts (unchanged): `paired_ci` (a t confidence interval and p-value per effect), `holm` (Holm's
-step-down correction over many p-values) and `effect_statistics` (both, for every effect of a table).
+Beside the verdicts (unchanged): `paired_ci` (a t confidence interval and p-value per
+effect), `holm` (Holm's step-down correction over many p-values) and
+`effect_statistics` (both, for every effect of a table).
 
-Controlled verdicts (`controlled_effects`, `controlled_verdicts`, `per_k_effects`, `write_verdicts`)
---------------------------------------------------------------------------------------------------
-Scopes: each backbone alone, and "pooled" (the pairs of all backbones together; only with ≥ 2 backbones, since
-with one it would repeat that backbone's tests). Each effect has one or more FORMS (the column it is measured
-on); one form per effect is PRIMARY, the others are shown beside it. Non-finite deltas are dropped (n counts the rest).
+Controlled verdicts
+(`controlled_effects`, `controlled_verdicts`, `per_k_effects`, `write_verdicts`)
+--------------------------------------------------------------------------------
+Scopes: each backbone alone, and "pooled" (the pairs of all backbones together; only
+with ≥ 2 backbones, since with one it would repeat that backbone's tests). Each effect
+has one or more FORMS (the column it is measured on); one form per effect is PRIMARY,
+the others are shown beside it. Non-finite deltas are dropped (n counts the rest).
 
     claim 1, per regularizer r (mask on) vs the baseline, sign +1:
       Δ MS      primary  cross-model, frequent latents   ms_cross_mean_frequent
-                         (own space, frequent latents = ms_mean_frequent when the cross column is absent or all
-                         NaN in the scope); beside: ms_mean, ms_mean_frequent, ms_mean_dead_zero, ms_cross_mean
+                         (own space, frequent latents = ms_mean_frequent when the cross
+                         column is absent or all NaN in the scope); beside: ms_mean,
+                         ms_mean_frequent, ms_mean_dead_zero, ms_cross_mean
       Δ purity  primary  frequent latents, above chance  purity_frequent − purity_chance
-                         beside: purity, purity_dead_zero, purity − purity_chance_matched
-      with fronts: Δ MS / Δ purity at matched FVU (primary), one delta per r row (not a pair):
-                  d = M(row) − front_value(baseline k-front of the row's backbone and dataset, fvu(row), M),
-                  M the primary column of Δ MS / Δ purity; rows off the front's FVU range give NaN, dropped
-      relative Δ FVU = (fvu_r − fvu_b) / fvu_b, not primary, status "shown" (no tolerance: "no cost" is judged
-                  by the matched-FVU effects)
-    claim 2, per r: Δ dead (no mask − mask) on dead_frac (primary, +1); beside Δ dead + rare (dead_frac + rare_frac)
-    claim 3, ℓ1/ℓ2 vs baseline, sign −1: Δ k_degradation (primary); beside Δ FVU(2k), Δ FVU(4k) = Δ fvu_k{2k}, fvu_k{4k}
-    claim 4, ℓ1/ℓ2 vs baseline, sign +1: Δ probe_n{n} for n ∈ {1, 2, 4} present (all primary)
+                         beside: purity, purity_dead_zero,
+                         purity − purity_chance_matched
+      with fronts: Δ MS / Δ purity at matched FVU (primary),
+                  one delta per r row (not a pair):
+                  d = M(row) − front_value(baseline k-front of the row's backbone and
+                                           dataset, fvu(row), M),
+                  M the primary column of Δ MS / Δ purity; rows off the front's FVU
+                  range give NaN, dropped
+      relative Δ FVU = (fvu_r − fvu_b) / fvu_b, not primary, status "shown"
+                  (no tolerance: "no cost" is judged by the matched-FVU effects)
+    claim 2, per r: Δ dead (no mask − mask) on dead_frac (primary, +1);
+      beside Δ dead + rare (dead_frac + rare_frac)
+    claim 3, ℓ1/ℓ2 vs baseline, sign −1: Δ k_degradation (primary);
+      beside Δ FVU(2k), Δ FVU(4k) = Δ fvu_k{2k}, fvu_k{4k}
+    claim 4, ℓ1/ℓ2 vs baseline, sign +1: Δ probe_n{n} for n ∈ {1, 2, 4} present
+      (all primary)
 
     statistics per row: `paired_ci` (mean, SE, t CI at `level`, two-sided p)
-    Holm (`holm`): one family of ALL primary rows (every scope), another of all non-primary rows
+    Holm (`holm`): one family of ALL primary rows (every scope),
+    another of all non-primary rows
     status = "supports"     if p_holm ≤ alpha and sign·mean > 0
              "contradicts"  if p_holm ≤ alpha and sign·mean < 0
              "inconclusive" otherwise (also n < 2);  "shown" for relative Δ FVU
-    verdict per (scope, claim) from its primary rows: "holds" (all support), "does not hold" (none), "mixed".
-    verdict_uncontrolled: the same rule on the uncontrolled forms (claim 1: Δ ms_mean and Δ purity over alive
-    latents, own space; claims 2-4: their primary effects), with their own Holm family; changed = they differ.
+    verdict per (scope, claim) from its primary rows: "holds" (all support),
+    "does not hold" (none), "mixed".
+    verdict_uncontrolled: the same rule on the uncontrolled forms (claim 1: Δ ms_mean
+    and Δ purity over alive latents, own space; claims 2-4: their primary effects),
+    with their own Holm family; changed = they differ.
 
-Against the established variants (`variant_effects`): ℓ1/ℓ2 (mask on) and the baseline, each paired with every
-other method of the table that is neither (the grid's VARIANT_MODELS: Multi-TopK, Matryoshka) on the same
-(backbone, dataset, k, seed): Δ = metric(method) − metric(variant) on k_degradation, fvu_k{4k}, fvu, the primary
-MS form of claim 1 and probe_n{n} (n ≤ 4); sign −1 for the first three (lower is better), +1 for the others.
-Holm over all of its rows; status "method better" / "variant better" (p_holm ≤ alpha, by the sign of sign·mean)
-or "inconclusive".
+Against the established variants (`variant_effects`): ℓ1/ℓ2 (mask on) and the baseline,
+each paired with every other method of the table that is neither (the grid's
+VARIANT_MODELS: Multi-TopK, Matryoshka) on the same (backbone, dataset, k, seed):
+Δ = metric(method) − metric(variant) on k_degradation, fvu_k{4k}, fvu, the primary MS
+form of claim 1 and probe_n{n} (n ≤ 4); sign −1 for the first three (lower is better),
++1 for the others. Holm over all of its rows; status "method better" / "variant better"
+(p_holm ≤ alpha, by the sign of sign·mean) or "inconclusive".
 
-The baseline's k-front (`front_value`): the baseline rows of one backbone and dataset over many k, each k averaged
-over seeds to a point (F_k, M_k) = (mean fvu, mean M); sorted by F, M is interpolated linearly in log F:
+The baseline's k-front (`front_value`): the baseline rows of one backbone and dataset
+over many k, each k averaged over seeds to a point (F_k, M_k) = (mean fvu, mean M);
+sorted by F, M is interpolated linearly in log F:
 
-    M(F) = M_i + (M_{i+1} − M_i) · (log F − log F_i) / (log F_{i+1} − log F_i),   F_i ≤ F ≤ F_{i+1}
+    M(F) = M_i + (M_{i+1} − M_i) · (log F − log F_i) / (log F_{i+1} − log F_i),
+           F_i ≤ F ≤ F_{i+1}
     and NaN outside [min F_k, max F_k] (no extrapolation).
 """
 from __future__ import annotations

@@ -86,6 +86,19 @@ def test_notebook_matches_its_script(script):
     assert cells(nbformat.read(notebook, as_version=4)) == cells(jupytext.read(script)), f"out of sync: {fix}"
 
 
+CODE_WIDTH = 88   # columns of a code cell; book/static/sae-tutorial.css makes them fit the text column
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
+def test_code_cells_fit_the_page(script):
+    """No code line wider than CODE_WIDTH: wider ones would be clipped behind a scroll bar on the page. Cells the
+    book removes (the Colab install cell, generated from the project's home) are not on the page."""
+    long = [f"cell {i}: {line[:60]}… ({len(line)} columns)" for i, cell in enumerate(jupytext.read(script).cells)
+            if cell.cell_type == "code" and "remove-cell" not in cell.metadata.get("tags", [])
+            for line in cell.source.splitlines() if len(line) > CODE_WIDTH]
+    assert not long, f"{len(long)} code lines wider than {CODE_WIDTH} columns: " + "; ".join(long[:5])
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda path: path.name)
 def test_notebook_is_a_clean_chapter(notebook):
     nb = nbformat.read(notebook, as_version=4)
@@ -134,6 +147,30 @@ def broken_links(html_file):
                                         and parse(target).find(id=unquote(fragment)) is None):
                 broken.append(url)
     return broken
+
+
+def printed_lines(notebook):
+    """(cell, line) of the plain text an executed notebook shows: streams and plain-text results. HTML (tables,
+    st.book.show_source's library source, which the page wraps), figures and widgets are checked in Chromium."""
+    for i, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if output.output_type == "stream":
+                text = output.text
+            elif output.output_type in ("display_data", "execute_result") and not (
+                    {"text/html", "text/markdown", "image/png", "application/vnd.jupyter.widget-view+json"} & set(data)):
+                text = data.get("text/plain", "")
+            else:
+                continue
+            yield from ((i, line) for line in text.splitlines())
+
+
+@pytest.mark.parametrize("docname", CHAPTERS)
+def test_printed_lines_fit_the_page(book, docname):
+    """What a chapter prints is at most CODE_WIDTH columns wide (st.book.print_wrapped wraps long messages)."""
+    notebook = nbformat.read(ROOT / "_build" / "jupyter_execute" / f"{docname}.ipynb", as_version=4)
+    long = [f"cell {i}: {line[:60]}… ({len(line)})" for i, line in printed_lines(notebook) if len(line) > CODE_WIDTH]
+    assert not long, f"{len(long)} printed lines wider than {CODE_WIDTH} columns: " + "; ".join(long[:5])
 
 
 @pytest.mark.parametrize("docname", DOCNAMES)
@@ -187,6 +224,9 @@ class Rendered:
     widget_views: int     # widget views embedded in the page
     widgets: int          # rendered widget elements (.jupyter-widgets)
     widget_kinds: set     # their widget-* classes, e.g. widget-slider
+    too_wide: list        # code, output, table, figure or widget blocks wider than their container
+    literals: list        # rendered text (not code, not maths) showing a literal "\\_" or "$"
+    small_figures: list   # figures shown at < 90 % of their natural width and < 600 px wide
 
 
 FACTS_JS = """() => ({
@@ -196,6 +236,38 @@ FACTS_JS = """() => ({
     widgets: [...document.querySelectorAll(".jupyter-widgets:not(.jupyter-widgets-error-widget)")]
         .map(w => [...w.classList].filter(c => c.startsWith("widget-")).join(" ")),
 })"""
+
+
+# The polish checks, run with every solution dropdown opened. A block is too wide when its content scrolls
+# (scrollWidth > clientWidth) or when it reaches past the right edge of the article.
+POLISH_JS = """() => {
+    const article = document.querySelector("article") || document.body;
+    const right = article.getBoundingClientRect().right;
+    const shown = el => el.getClientRects().length > 0;
+    const blocks = "div.cell_input pre, div.cell_output > div, div.cell_output pre, article div.highlight pre, "
+        + "article table, article img, .cell_output .jupyter-widgets";
+    const tooWide = [...article.querySelectorAll(blocks)].filter(shown)
+        .filter(el => el.scrollWidth > el.clientWidth + 1 || el.getBoundingClientRect().right > right + 1)
+        .map(el => `${el.tagName.toLowerCase()}.${[...el.classList].slice(0, 2).join(".")}: ${el.scrollWidth}`
+                   + ` px in ${el.clientWidth} px: ${(el.innerText || el.getAttribute("src") || "").trim()
+                   .split("\\n").reduce((a, b) => (b.length > a.length ? b : a), "").slice(0, 80)}`);
+    const notProse = "pre, code, script, style, textarea, mjx-container, .MathJax, .cell_input, .cell_output";
+    const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
+    const literals = [];
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const text = node.textContent;
+        if ((text.includes("\\\\_") || text.includes("$")) && !node.parentElement.closest(notProse))
+            literals.push(text.trim().slice(0, 120));
+    }
+    const smallFigures = [...article.querySelectorAll("img")].filter(shown)
+        .filter(img => img.naturalWidth > 0 && img.clientWidth < 0.9 * img.naturalWidth && img.clientWidth < 600)
+        .map(img => `${img.getAttribute("src")}: ${img.clientWidth} of ${img.naturalWidth} px`);
+    return {tooWide, literals, smallFigures};
+}"""
+OPEN_SOLUTIONS_JS = """() => {
+    document.querySelectorAll("button.toggle-button.toggle-button-hidden").forEach(button => button.click());
+    document.querySelectorAll("details").forEach(details => { details.open = true; });
+}"""
 
 
 def render(browser, url, screenshot):
@@ -225,17 +297,24 @@ def render(browser, url, screenshot):
     facts = page.evaluate(FACTS_JS)
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=screenshot, full_page=True)
+    page.evaluate(OPEN_SOLUTIONS_JS)
+    page.wait_for_timeout(300)
+    polish = page.evaluate(POLISH_JS)
     page.close()
     problems += [f"font failed: {family}" for family in facts["failedFonts"]]
     return Rendered(problems=[p for p in problems if not any(noise in p for noise in KNOWN_NOISE)],
                     broken_images=facts["brokenImages"], widget_views=views, widgets=len(facts["widgets"]),
-                    widget_kinds={kind for classes in facts["widgets"] for kind in classes.split()})
+                    widget_kinds={kind for classes in facts["widgets"] for kind in classes.split()},
+                    too_wide=polish["tooWide"], literals=polish["literals"], small_figures=polish["smallFigures"])
 
 
 def assert_renders(rendered):
     assert rendered.problems == []
     assert rendered.broken_images == []
     assert rendered.widgets >= rendered.widget_views, "embedded widgets did not render"
+    assert rendered.too_wide == [], "blocks wider than their container (clipped or scrolling)"
+    assert rendered.literals == [], "rendered text shows a literal \\_ or $ (escaped markup or unparsed maths)"
+    assert rendered.small_figures == [], "figures shrunk below 90 % of their natural width and under 600 px"
 
 
 @pytest.mark.parametrize("docname", DOCNAMES)
@@ -264,12 +343,32 @@ def build_book(root):
     return root / "_build" / "html"
 
 
+# A page with one of each polish fault, to show that the browser checks catch them.
+FAULTY_PAGE = """# Faults
+
+An escaped underscore shows as \\\\_ here, and a lone dollar costs 5 $ here.
+
+```text
+{long_line}
+```
+
+```{{image}} wide.png
+:width: 120px
+```
+"""
+
+
 @pytest.fixture(scope="session")
 def widget_book(tmp_path_factory):
     root = tmp_path_factory.mktemp("widget-book")
     shutil.copy(ROOT / "_config.yml", root)
     shutil.copytree(ROOT / "book", root / "book")  # static assets and references.bib; its pages aren't in this toc
-    (root / "_toc.yml").write_text("format: jb-book\nroot: widgets\n")
+    (root / "_toc.yml").write_text("format: jb-book\nroot: widgets\nchapters:\n  - file: faults\n")
+    (root / "faults.md").write_text(FAULTY_PAGE.format(long_line="x = 1  # " + "wide " * 30))
+    import matplotlib.pyplot as plt
+    fig = plt.figure(figsize=(8, 2), dpi=100)                      # 800 px wide, shown at 120 px
+    fig.savefig(root / "wide.png")
+    plt.close(fig)
     notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
                                                                  "display_name": "Python 3"}})
     notebook.cells = [nbformat.v4.new_markdown_cell(WIDGET_CELLS[0])]
@@ -289,3 +388,13 @@ def test_widget_machinery_renders_offline(widget_book, browser):
     assert_renders(rendered)
     assert rendered.widget_views == 2
     assert {"widget-slider", "widget-button"} <= rendered.widget_kinds
+
+
+def test_polish_checks_catch_each_fault(widget_book, browser):
+    with serve(widget_book) as url:
+        rendered = render(browser, f"{url}/faults.html", SCREENSHOTS / "polish-faults.png")
+    assert rendered.problems == [] and rendered.broken_images == []
+    assert any("x = 1  # wide" in block for block in rendered.too_wide), rendered.too_wide
+    assert any("\\_" in text for text in rendered.literals), rendered.literals
+    assert any("$" in text for text in rendered.literals), rendered.literals
+    assert any("wide.png: 120 of 800 px" in figure for figure in rendered.small_figures), rendered.small_figures

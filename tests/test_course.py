@@ -102,6 +102,7 @@ def test_a_wrong_answer_fails_with_its_message(tmp_path, capsys):
     nbformat.write(nb, path)
     assert main(["grade", str(path)]) == 0
     table = capsys.readouterr().out
-    assert re.search(r"^1\.1 .* failed +0  some codes are negative", table, re.M), table
+    assert re.search(r"^1\.1 .* failed +0\n {10}some codes are negative", table, re.M), table
+    assert max(len(line) for line in table.splitlines()) <= 88, table
     assert re.search(r"^1\.2 .* passed +1", table, re.M) and re.search(r"^1\.3 .* not done +0", table, re.M)
     assert table.rstrip().endswith("score: 1/3")

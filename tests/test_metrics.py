@@ -332,6 +332,26 @@ def test_evaluate_without_probes_or_budgets_and_its_card(tmp_path):
             assert training["auxk"] == "not used by this variant" and "k_aux" not in training
 
 
+def test_card_source_speaks_one_vocabulary(tmp_path):
+    """card_source gives exactly a card's source fields: the backbone's describe line and its own pooling words, or
+    NO_BACKBONE for synthetic rows; method_card accepts them as they are."""
+    from sae_tutorial.backbones import describe
+    from sae_tutorial.metrics.report import L2_NORMALISED, NO_BACKBONE, SOURCE_FIELDS
+
+    info = {"name": "toy", "model_id": "timm:toy", "weights": "random", "pooling": "CLS token", "input_size": [3, 8, 8]}
+    cnn = metrics.card_source(info, "fashion-mnist", "test")
+    assert tuple(cnn) == SOURCE_FIELDS
+    assert cnn["source_model"] == describe(info) and cnn["pooling"] == "CLS token"
+    assert cnn["layer"] == "image embedding" and cnn["preprocessing"] == L2_NORMALISED
+    synthetic = metrics.card_source(None, "make_sparse_data", "all")
+    assert synthetic["source_model"] == synthetic["layer"] == synthetic["pooling"] == NO_BACKBONE
+    assert synthetic["preprocessing"] == "none" and metrics.card_source(None, "d", "s", "centred")["preprocessing"] == "centred"
+    sae = st.TopKSAE(8, 16, 2, seed=0)
+    report = metrics.evaluate(sae, torch.randn(64, 8), probe_ns=[], ks=[], sample_size=32, cknna_samples=16)
+    json_path, _ = st.method_card(sae, report, {**cnn, "train_config": st.TrainConfig(), "name": "toy"}, tmp_path)
+    assert json.loads(json_path.read_text())["source"]["source_model"] == describe(info)
+
+
 @pytest.mark.parametrize("variant", [st.ReLUSAE, st.SparsemaxSAE, st.BatchTopKSAE])
 def test_evaluate_other_variants(variant):
     sae = variant(8, 32, 4, seed=0) if variant is st.BatchTopKSAE else variant(8, 32, seed=0)

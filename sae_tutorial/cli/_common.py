@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .. import metrics
 from ..runs import Source
 
 
@@ -77,16 +78,12 @@ def staged(out: Path, overwrite: bool) -> Iterator[Path]:
 def card_source(source: Source, split: str) -> dict[str, Any]:
     """The source fields of a method card (metrics.report.SOURCE_FIELDS) for rows read by runs.read_source."""
     p = source.provenance
-    preprocessing = "embeddings L2-normalised" if p["normalized"] else "embeddings as stored"
+    rows = "embeddings L2-normalised" if p["normalized"] else "embeddings as stored"
     if p["kind"] == "embedding cache":
-        bb = p["backbone"]
-        return {"source_model": f"{bb['name']} ({bb['model_id']}, weights: {bb['weights']})",
-                "layer": "image embedding (see st.backbones)", "pooling": bb.get("pooling"),
-                "dataset": p["dataset"]["name"], "split": split,
-                "preprocessing": f"backbone transform; {preprocessing}"}
+        return metrics.card_source(p["backbone"], p["dataset"]["name"], split, f"the backbone's transform; {rows}")
     unknown = f"unknown: rows of {p['path']} (sha256 {p['sha256'][:16]}…)"
     return {"source_model": unknown, "layer": unknown, "pooling": unknown, "dataset": unknown, "split": split,
-            "preprocessing": preprocessing}
+            "preprocessing": rows}
 
 
 # ---------------------------------------------------------------- the printed report

@@ -301,9 +301,10 @@ def interesting(stats: LatentStats, k: int, by: str | None = None, *, metrics: d
 
 
 def latent_cards(stats: LatentStats, images: Any, labels: Any = None, *, latents: Sequence[int] | None = None,
-                 k: int = 8, by: str | None = None, ncols: int = 4, sae: SparseAutoencoder | None = None,
+                 k: int = 8, by: str | None = None, ncols: int = 2, sae: SparseAutoencoder | None = None,
                  metrics: dict[str, Any] | None = None, title: str | None = None, **card_options: Any) -> Figure:
-    """A matplotlib figure with the cards of `latents` (default: the k `interesting` ones by `by`), `ncols` per row.
+    """A matplotlib figure with the cards of `latents` (default: the k `interesting` ones by `by`), `ncols` per row
+    (two cards, about 570 px, fit the book's text column at their natural size).
 
     images, labels, metrics, card_options: as for `CardRenderer`; sae: adds the most similar decoder rows.
     """

@@ -1,21 +1,29 @@
-"""What the explorer shows about each latent, computed once in one streaming pass over the codes and saved beside
-the SAE.
+"""What the explorer shows about each latent, computed once in one streaming pass over
+the codes and saved beside the SAE.
 
-Per latent j, over N images with codes a_nj >= 0 (read chunk by chunk, memory O(m·(top_n + sample + bins))):
+Per latent j, over N images with codes a_nj >= 0 (read chunk by chunk, memory
+O(m·(top_n + sample + bins))):
 
-    count_j      |{n : a_nj > 0}|                       frequency_j = count_j / N
-    mean_j       Σ_n a_nj / count_j                     mean activation where the latent fires
-    top          its top_n images with the largest a_nj > 0, sorted (st.metrics' TopActivations)
-    weak         n_weak contrast images: the weakest of a uniform random sample of `sample` images on which j
-                 fires (reservoir sampling: every non-zero entry draws an i.i.d. uniform key, j keeps its largest keys)
-    histogram    counts of a_nj > 0 in `bins` equal bins over [0, 2^e_j), 2^e_j the smallest power of two above
-                 max_n a_nj. Exact in one pass: when a chunk raises the max, the bins merge in pairs (the edge doubles)
-    dominant     the class with the largest activation-weighted share of the top images, and that share
-    purity       binary and activation-weighted class purity of the top images (st.metrics.class_purity)
-    ms           the Monosemanticity Score (st.metrics.monosemanticity), when embeddings are given
+    count_j      |{n : a_nj > 0}|     frequency_j = count_j / N
+    mean_j       Σ_n a_nj / count_j   mean activation where the latent fires
+    top          its top_n images with the largest a_nj > 0, sorted
+                 (st.metrics' TopActivations)
+    weak         n_weak contrast images: the weakest of a uniform random sample of
+                 `sample` images on which j fires (reservoir sampling: every non-zero
+                 entry draws an i.i.d. uniform key, j keeps its largest keys)
+    histogram    counts of a_nj > 0 in `bins` equal bins over [0, 2^e_j), 2^e_j the
+                 smallest power of two above max_n a_nj. Exact in one pass: when a
+                 chunk raises the max, the bins merge in pairs (the edge doubles)
+    dominant     the class with the largest activation-weighted share of the top
+                 images, and that share
+    purity       binary and activation-weighted class purity of the top images
+                 (st.metrics.class_purity)
+    ms           the Monosemanticity Score (st.metrics.monosemanticity), when
+                 embeddings are given
 
-`precompute` returns a `LatentStats`; `LatentStats.save` writes one .safetensors file (tensors, plus a JSON record
-in its header with a content hash and the SAE's own hash), atomically; `load_stats` reads it back and checks it.
+`precompute` returns a `LatentStats`; `LatentStats.save` writes one .safetensors file
+(tensors, plus a JSON record in its header with a content hash and the SAE's own
+hash), atomically; `load_stats` reads it back and checks it.
 """
 from __future__ import annotations
 
@@ -261,13 +269,16 @@ def _power_of_two(value: Any, name: str) -> int:
 def precompute(codes: Rows, labels: Any = None, embeddings: Rows | None = None, *, top_n: int = 16,
                n_weak: int = 6, sample: int = 24, bins: int = 32, class_names: Sequence[str] | None = None,
                chunk_size: int = CHUNK, seed: int = 0) -> LatentStats:
-    """Every statistic the explorer shows, in one pass over `codes` (module docstring for the formulas).
+    """Every statistic the explorer shows, in one pass over `codes`
+    (module docstring for the formulas).
 
-    codes: (N, m) non-negative codes, or an iterable of (B, m) chunks (e.g. `encode(sae, data)`), read once.
-    labels: (N,) class ids or an (N, C) 0/1 matrix (enables dominant class and purity). embeddings: (N, D) or
-    chunks in any chunking (enables MS). top_n: top images kept per latent. n_weak: contrast images, the weakest
-    of a random `sample` of firing images. bins: histogram bins (a power of two). class_names: names of the
-    label ids. seed: the contrast sample's randomness.
+    codes: (N, m) non-negative codes, or an iterable of (B, m) chunks
+    (e.g. `encode(sae, data)`), read once.
+    labels: (N,) class ids or an (N, C) 0/1 matrix (enables dominant class and purity).
+    embeddings: (N, D) or chunks in any chunking (enables MS). top_n: top images kept
+    per latent. n_weak: contrast images, the weakest of a random `sample` of firing
+    images. bins: histogram bins (a power of two). class_names: names of the label ids.
+    seed: the contrast sample's randomness.
     """
     top_n, n_weak, sample = (_checks.positive_int(v, n) for v, n in ((top_n, "top_n"), (n_weak, "n_weak"),
                                                                       (sample, "sample")))

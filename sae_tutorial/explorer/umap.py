@@ -87,12 +87,13 @@ class UmapPicker(widgets.VBox):
         self.colorings, self.on_pick, self.size = colorings, on_pick, size
         self.latent, self._quiet = 0, False
         lo, hi = self.coords.min(0), self.coords.max(0)
-        self.color_by = widgets.Dropdown(options=list(colorings), description="colour by")
+        wide = widgets.Layout(width=f"{size[0]}px")                  # the controls as wide as the map, no wider
+        self.color_by = widgets.Dropdown(options=list(colorings), description="colour by", layout=wide)
         self.x = widgets.FloatSlider(min=float(lo[0]), max=float(hi[0]), step=float(hi[0] - lo[0]) / 200 or 0.01,
-                                     description="UMAP x", continuous_update=False, readout_format=".2f")
+                                     description="UMAP x", continuous_update=False, readout_format=".2f", layout=wide)
         self.y = widgets.FloatSlider(min=float(lo[1]), max=float(hi[1]), step=float(hi[1] - lo[1]) / 200 or 0.01,
-                                     description="UMAP y", continuous_update=False, readout_format=".2f")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width=f"{size[0]}px"))
+                                     description="UMAP y", continuous_update=False, readout_format=".2f", layout=wide)
+        self.image = widgets.Image(format="png", layout=wide)
         self.caption = widgets.HTML()
         self._draw_base()
         self.color_by.observe(self._recolor, "value")

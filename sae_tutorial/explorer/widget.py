@@ -61,13 +61,13 @@ class LatentExplorer(widgets.VBox):
                                      class_names=class_names, **card_options)
         m = stats.n_latents
         keys = stats.sort_keys(metrics)
+        wide = widgets.Layout(width=f"{self.renderer.width}px")   # every control as wide as the card, no wider
         self.sort = widgets.Dropdown(options=keys, value=next(k for k in ("MS", "purity", "frequency") if k in keys),
-                                     description="sort by")
-        self.rank = widgets.IntSlider(min=0, max=m - 1, description="rank", continuous_update=False)
-        self.latent = widgets.BoundedIntText(min=0, max=m - 1, description="latent")
+                                     description="sort by", layout=wide)
+        self.rank = widgets.IntSlider(min=0, max=m - 1, description="rank", continuous_update=False, layout=wide)
+        self.latent = widgets.BoundedIntText(min=0, max=m - 1, description="latent", layout=wide)
         self.header = widgets.HTML()
         self.card = widgets.Image(format="png")
-        wide = widgets.Layout(width=f"{self.renderer.width}px")
         self.similar = widgets.Select(rows=5, layout=wide)
         self.class_pick = widgets.Dropdown(options=[("(pick a class)", NONE)] + self._class_options(), layout=wide)
         self.class_hits = widgets.Select(rows=5, layout=wide)

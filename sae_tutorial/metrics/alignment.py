@@ -1,27 +1,36 @@
-"""Codes as representations: truncated linear probes, CKNNA (Huh et al. 2024), seed stability.
+"""Codes as representations: truncated linear probes, CKNNA (Huh et al. 2024), seed
+stability.
 
-Truncated probe: keep each sample's n largest codes, z⁽ⁿ⁾_nj = z_nj · 1[j ∈ TopN_n(z_n)], fit a multinomial logistic
-regression on the training codes (features scaled to unit variance, L2 penalty C; scikit-learn's objective, fitted
-by L-BFGS in torch on the sparse codes: same accuracy, ~10x faster), report held-out top-1 accuracy.
+Truncated probe: keep each sample's n largest codes,
+z⁽ⁿ⁾_nj = z_nj · 1[j ∈ TopN_n(z_n)], fit a multinomial logistic regression on the
+training codes (features scaled to unit variance, L2 penalty C; scikit-learn's
+objective, fitted by L-BFGS in torch on the sparse codes: same accuracy, ~10x faster),
+report held-out top-1 accuracy.
 
-CKNNA, with kernels K_ij = ⟨x_i, x_j⟩ and L_ij = ⟨z_i, z_j⟩ on unit rows and the mutual-neighbour mask
-α_ij = 1[i ≠ j, j ∈ kNN_K(i), j ∈ kNN_L(i)]:
+CKNNA, with kernels K_ij = ⟨x_i, x_j⟩ and L_ij = ⟨z_i, z_j⟩ on unit rows and the
+mutual-neighbour mask α_ij = 1[i ≠ j, j ∈ kNN_K(i), j ∈ kNN_L(i)]:
 
-    CKNNA = HSIC₁(α∘K, α∘L) / sqrt(HSIC₁(α_K∘K, α_K∘K) · HSIC₁(α_L∘L, α_L∘L))       (α_K: K's own kNN mask)
-    HSIC₁(A, B) = [tr(ÃB̃) + 1ᵀÃ1 · 1ᵀB̃1 / ((n−1)(n−2)) − 2/(n−2) · 1ᵀÃB̃1] / (n(n−3)),   Ã = A with zero diagonal
+    CKNNA = HSIC₁(α∘K, α∘L) / sqrt(HSIC₁(α_K∘K, α_K∘K) · HSIC₁(α_L∘L, α_L∘L))
+            (α_K: K's own kNN mask)
+    HSIC₁(A, B) = [tr(ÃB̃) + 1ᵀÃ1 · 1ᵀB̃1 / ((n−1)(n−2)) − 2/(n−2) · 1ᵀÃB̃1] / (n(n−3)),
+                  Ã = A with zero diagonal
 
-(the unbiased HSIC of Song et al. 2012, as in the reference code of the Platonic Representation Hypothesis).
-It compares n × n kernels, so it runs on a subsample (n ≤ `MAX_KERNEL_ROWS`).
+(the unbiased HSIC of Song et al. 2012, as in the reference code of the Platonic
+Representation Hypothesis). It compares n × n kernels, so it runs on a subsample
+(n ≤ `MAX_KERNEL_ROWS`).
 
-Top-n concept classification (the Sparsemax SAE paper's zero-shot test, with each class's prototype, the unit mean
-of its fitting embeddings μ_c, in place of a text embedding, which our image backbones do not have):
+Top-n concept classification (the Sparsemax SAE paper's zero-shot test, with each
+class's prototype, the unit mean of its fitting embeddings μ_c, in place of a text
+embedding, which our image backbones do not have):
 
-    z_c = code of μ_c,   T_c(n) = the n entries of z_c largest in |z_cj| (n = None: all of them)
-    p_c(n) = decode(z_c ⊙ 1[T_c(n)])                 the prototype rebuilt from its n leading concepts
+    z_c = code of μ_c,   T_c(n) = the n entries of z_c largest in |z_cj|
+                                  (n = None: all of them)
+    p_c(n) = decode(z_c ⊙ 1[T_c(n)])   the prototype rebuilt from its n leading concepts
     ŷ(x) = argmax_c cos(x, p_c(n)),   accuracy over the test rows
 
-Seed stability: cosines between the unit decoder rows of two SAEs, matched one-to-one by the Hungarian algorithm
-(scipy's linear_sum_assignment, maximising the total cosine); the mean matched cosine.
+Seed stability: cosines between the unit decoder rows of two SAEs, matched one-to-one
+by the Hungarian algorithm (scipy's linear_sum_assignment, maximising the total
+cosine); the mean matched cosine.
 """
 from __future__ import annotations
 
@@ -147,10 +156,12 @@ def _truncated(idx: Tensor, vals: Tensor, m: int, n: int) -> sp.csr_matrix:
 
 def truncated_probe(codes_tr: Rows, y_tr: Any, codes_te: Rows, y_te: Any, ns: Sequence[int], C: float = 1.0,
                     max_iter: int = 300) -> dict[int, float]:
-    """{n: held-out top-1 accuracy of a logistic probe on codes truncated to each sample's n largest latents}.
+    """{n: held-out top-1 accuracy of a logistic probe on codes truncated to each
+    sample's n largest latents}.
 
-    z⁽ⁿ⁾_nj = z_nj · 1[j ∈ TopN_n(z_n)]; codes: (N, m) or chunks. For the dense-embedding reference call
-    `linear_probe(x_tr, y_tr, x_te, y_te)` on the embeddings.
+    z⁽ⁿ⁾_nj = z_nj · 1[j ∈ TopN_n(z_n)]; codes: (N, m) or chunks. For the
+    dense-embedding reference call `linear_probe(x_tr, y_tr, x_te, y_te)` on the
+    embeddings.
     """
     if isinstance(ns, int) or not isinstance(ns, Sequence) or not ns:
         raise TypeError(f"ns must be a non-empty sequence of ints, got {ns!r}")

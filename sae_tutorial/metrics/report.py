@@ -171,6 +171,28 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
 # ---------------------------------------------------------------- method card
 SOURCE_FIELDS = ("source_model", "layer", "pooling", "dataset", "split", "preprocessing")
 PROVENANCE_FIELDS = (*SOURCE_FIELDS, "train_config")
+NO_BACKBONE = "none (synthetic data)"
+L2_NORMALISED = "the backbone's transform; embeddings L2-normalised"
+AS_STORED = "the backbone's transform; embeddings as stored"
+
+
+def card_source(backbone: dict[str, Any] | None, dataset: str, split: str,
+                preprocessing: str | None = None) -> dict[str, Any]:
+    """A method card's source fields (SOURCE_FIELDS) in the one vocabulary every card uses: the book's, the grid's
+    and the command line's.
+
+    backbone: a `Backbone.info()` or an embedding cache's manifest["backbone"]. Then source_model is its
+    `backbones.describe` line, layer "image embedding", pooling the backbone's own words for it, and
+    preprocessing L2_NORMALISED unless given. None: rows no backbone made (synthetic data), with source_model,
+    layer and pooling NO_BACKBONE and preprocessing "none" unless given.
+    """
+    from ..backbones import describe
+
+    if backbone is None:
+        return {"source_model": NO_BACKBONE, "layer": NO_BACKBONE, "pooling": NO_BACKBONE, "dataset": dataset,
+                "split": split, "preprocessing": preprocessing or "none"}
+    return {"source_model": describe(backbone), "layer": "image embedding", "pooling": backbone["pooling"],
+            "dataset": dataset, "split": split, "preprocessing": preprocessing or L2_NORMALISED}
 SECTIONS = {"source": "Source", "sae": "SAE", "training": "Training", "metrics": "Metrics", "library": "Library"}
 
 

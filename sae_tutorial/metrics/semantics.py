@@ -1,23 +1,30 @@
-"""What a latent means: the Monosemanticity Score (Pach et al. 2025) and class purity of its top images.
+"""What a latent means: the Monosemanticity Score (Pach et al. 2025) and class purity
+of its top images.
 
-Monosemanticity, per latent j, with activations min-max normalised over the set, ã_n = (a_n − min a)/(max a − min a),
-and s_nm the cosine similarity of images n and m under an embedding E (unit rows e_n):
+Monosemanticity, per latent j, with activations min-max normalised over the set,
+ã_n = (a_n − min a)/(max a − min a), and s_nm the cosine similarity of images n and m
+under an embedding E (unit rows e_n):
 
     MS_j = Σ_{n<m} ã_n ã_m s_nm / Σ_{n<m} ã_n ã_m
-         = (‖Σ_n ã_n e_n‖² − Σ_n ã_n²) / ((Σ_n ã_n)² − Σ_n ã_n²)          exact, O(N·D·m) instead of O(N²·m)
+         = (‖Σ_n ã_n e_n‖² − Σ_n ã_n²) / ((Σ_n ã_n)² − Σ_n ã_n²)
+           exact, O(N·D·m) instead of O(N²·m)
 
-The scale (max − min) cancels, so only the shifted activations a_n − c enter, for any shift c. One pass keeps,
-per latent, S1 = Σ(a − c), Q = Σ(a − c)², V = Σ(a − c) e (D,) and Σ e, in float64, with c the latent's minimum
-on the first chunk (0 for any latent that is zero somewhere in it); at the end the sums move to the true minimum:
-with δ = min a − c,  S1 −= Nδ,  Q −= 2δ·S1 − Nδ²,  V −= δ Σe. Only the non-zero activations are touched, so a
-sparse chunk costs O(nnz·D) rather than the dense GEMM Eᵀ·Ã; memory is O(m·D). MS is NaN for a latent that is
-constant (dead) or fires on a single image: the pair sum is empty.
+The scale (max − min) cancels, so only the shifted activations a_n − c enter, for any
+shift c. One pass keeps, per latent, S1 = Σ(a − c), Q = Σ(a − c)², V = Σ(a − c) e (D,)
+and Σ e, in float64, with c the latent's minimum on the first chunk (0 for any latent
+that is zero somewhere in it); at the end the sums move to the true minimum:
+with δ = min a − c,  S1 −= Nδ,  Q −= 2δ·S1 − Nδ²,  V −= δ Σe. Only the non-zero
+activations are touched, so a sparse chunk costs O(nnz·D) rather than the dense
+GEMM Eᵀ·Ã; memory is O(m·D). MS is NaN for a latent that is constant (dead) or fires
+on a single image: the pair sum is empty.
 
-Class purity, per latent j, over T_j = its top_n images among those with a > 0, and weights w_n (1, or a_n):
+Class purity, per latent j, over T_j = its top_n images among those with a > 0, and
+weights w_n (1, or a_n):
 
     purity_j = max_c Σ_{n ∈ T_j} w_n · 1[c ∈ labels(n)] / Σ_{n ∈ T_j} w_n
 
-A single-label image has one class; a multi-label image (an (N, C) 0/1 matrix) counts for every class it has.
+A single-label image has one class; a multi-label image (an (N, C) 0/1 matrix) counts
+for every class it has.
 """
 from __future__ import annotations
 
