@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import metrics
+from ..metrics.report import AS_STORED, L2_NORMALISED
 from ..runs import Source
 
 
@@ -78,9 +79,10 @@ def staged(out: Path, overwrite: bool) -> Iterator[Path]:
 def card_source(source: Source, split: str) -> dict[str, Any]:
     """The source fields of a method card (metrics.report.SOURCE_FIELDS) for rows read by runs.read_source."""
     p = source.provenance
-    rows = "embeddings L2-normalised" if p["normalized"] else "embeddings as stored"
     if p["kind"] == "embedding cache":
-        return metrics.card_source(p["backbone"], p["dataset"]["name"], split, f"the backbone's transform; {rows}")
+        return metrics.card_source(p["backbone"], p["dataset"]["name"], split,
+                                   L2_NORMALISED if p["normalized"] else AS_STORED)
+    rows = "embeddings L2-normalised" if p["normalized"] else "embeddings as stored"
     unknown = f"unknown: rows of {p['path']} (sha256 {p['sha256'][:16]}…)"
     return {"source_model": unknown, "layer": unknown, "pooling": unknown, "dataset": unknown, "split": split,
             "preprocessing": rows}
