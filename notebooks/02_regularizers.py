@@ -95,7 +95,7 @@ pprint.pprint(SYN, width=88, sort_dicts=False)
 print("embedded:", EMB)
 for name, c in LAMBDA_CHOICE.items():
     print(f"λ {name}: λ_off = {c['lambda_off']:g}, λ_rat = {c['lambda_ratio']:g}")
-    print(f"  (source: {c['source']})")
+    st.book.print_wrapped(f"  (source: {c['source']})")
 st.book.print_wrapped(f"selection rule (budget {st.selection.FVU_BUDGET:.0%}):",
                       st.selection.RULE)
 

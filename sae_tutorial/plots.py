@@ -84,14 +84,16 @@ def _curves_per_k(table, prefix: str, ylabel: str, masks_off: bool):
     fig, axes = plt.subplots(1, len(ks), figsize=(min(10.0, 3.4 * len(ks)), 3.4), squeeze=False)
     cols = sorted((int(m.group(1)), c) for c in table.columns if (m := re.fullmatch(prefix + r"(\d+)", c)))
     for ax, k in zip(axes[0], ks):
-        for method, mask, rows in _groups(table[table["k"] == k]):
+        at_k = table[table["k"] == k]
+        present = [(x, c) for x, c in cols if at_k[c].notna().all()]    # the budgets every run at k was scored at
+        for method, mask, rows in _groups(at_k):
             if mask is False and not masks_off:
                 continue
-            pts = [(x, rows[c].mean(), rows[c].std()) for x, c in cols if rows[c].notna().all()]
-            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], capsize=2,
+            ax.errorbar([x for x, _ in present], [rows[c].mean() for _, c in present],
+                        yerr=[rows[c].std() for _, c in present], capsize=2,
                         label=label(method, mask), **_style(method, mask))
         ax.set_xscale("log", base=2)
-        xs = [x for x, c in cols if table.loc[table["k"] == k, c].notna().all()]
+        xs = [x for x, _ in present]
         ax.set_xticks(xs, [str(x) for x in xs], fontsize=8)    # the budgets themselves, not powers of 2
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_title(f"trained with k={k}")

@@ -193,6 +193,8 @@ def card_source(backbone: dict[str, Any] | None, dataset: str, split: str,
                 "split": split, "preprocessing": preprocessing or "none"}
     return {"source_model": describe(backbone), "layer": "image embedding", "pooling": backbone["pooling"],
             "dataset": dataset, "split": split, "preprocessing": preprocessing or L2_NORMALISED}
+
+
 SECTIONS = {"source": "Source", "sae": "SAE", "training": "Training", "metrics": "Metrics", "library": "Library"}
 
 
