@@ -93,9 +93,11 @@ print(f"mode={MODE}, device={DEVICE}")
 print("synthetic:")
 pprint.pprint(SYN, width=88, sort_dicts=False)
 print("embedded:", EMB)
+CHOICES = st.selection.lambdas_path()
 for name, c in LAMBDA_CHOICE.items():
     print(f"λ {name}: λ_off = {c['lambda_off']:g}, λ_rat = {c['lambda_ratio']:g}")
-    st.book.print_wrapped(f"  (source: {c['source']})")
+    print(f"  (source: {c['source'].replace(str(CHOICES), CHOICES.name)})")
+print(f"{CHOICES.name}, where the grid saves its choice:\n  {CHOICES}")
 st.book.print_wrapped(f"selection rule (budget {st.selection.FVU_BUDGET:.0%}):",
                       st.selection.RULE)
 
