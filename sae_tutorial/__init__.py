@@ -26,8 +26,8 @@ Where things live:
 """
 from ._version import __version__
 
-from . import (backbones, book, costs, datasets, experiments, grid, losses, metrics, plots, pretrained, regularizers, selection,
-               synthetic, verdicts)
+from . import (backbones, book, costs, datasets, experiments, grid, losses, metrics, plots, pretrained, regularizers,
+               selection, synthetic, verdicts)
 from . import exercises, explorer
 from . import interop
 from .interop import load
@@ -41,7 +41,7 @@ from .train import TrainConfig, train
 __all__ = ["TopKSAE", "BatchTopKSAE", "ReLUSAE", "SparsemaxSAE", "SparsemaxActSAE", "MultiTopKSAE", "MatryoshkaSAE",
            "SparseAutoencoder", "SAEOutput",
            "TrainConfig", "train", "load", "get_mode", "embed", "load_embeddings", "method_card",
-           "backbones", "book", "costs", "datasets", "exercises", "experiments", "explorer", "interop", "losses", "metrics",
-           "pretrained",
+           "backbones", "book", "costs", "datasets", "exercises", "experiments", "explorer", "interop", "losses",
+           "metrics", "pretrained",
            "regularizers", "selection", "synthetic",
            "__version__"]
