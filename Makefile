@@ -63,9 +63,10 @@ test-order: $(STAMP) system $(BOOK_STAMP)
 	$(PY) -m pip uninstall -q -y pytest-randomly pytest-reverse
 
 # Part of `make test`, after pytest: every chapter's colab-mode cells, executed offline on the CPU in a fresh venv
-# that holds only torch, torchvision and ipykernel plus the chapters' own install line (pointed at this checkout):
-# sae_tutorial/rehearsal.py. The one knob, SAE_TUTORIAL_SHRINK (st.book.shrink), divides the chapters' sizes. The embedded default's caches are hard-linked
-# from the book build's cache when it has them. Report: _build/colab-rehearsal/report.md.
+# that holds only torch, torchvision and ipykernel (hard-linked from .venv, no second download) plus the chapters'
+# own install line (pointed at this checkout): sae_tutorial/rehearsal.py. The one knob, SAE_TUTORIAL_SHRINK
+# (st.book.shrink), divides the chapters' sizes. The embedded default's caches are hard-linked from the book build's
+# cache when it has them. Report: _build/colab-rehearsal/report.md.
 REHEARSAL_SHRINK ?= 8
 colab-rehearsal: $(STAMP)
 	$(PY) -m sae_tutorial.rehearsal --shrink $(REHEARSAL_SHRINK) \

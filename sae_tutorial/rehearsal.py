@@ -2,8 +2,9 @@
 fresh virtual environment installed the way a Colab user's is.
 
 1. Install. A new virtual environment gets only torch, torchvision and ipykernel (what a Colab runtime brings
-   that matters here), then the chapters' own install line, pointed at this checkout instead of GitHub. The
-   development .venv is never used by the chapters.
+   that matters here) with their requirements, hard-linked from the environment that runs the rehearsal, then
+   the chapters' own install line, pointed at this checkout instead of GitHub. The development .venv's other
+   packages are never seen by the chapters.
 2. Imports. Every module a chapter imports, and those the library imports in colab mode (open_clip, timm,
    datasets, umap), must import in that environment.
 3. Stand-ins for the hub. Chapter 3 finds a generated folder with exactly imagenette2-320's layout where it would
@@ -138,18 +139,81 @@ def chapter_imports(root: Path = ROOT) -> list[str]:
     return sorted(names)
 
 
+def runtime_closure(names: tuple[str, ...] = COLAB_RUNTIME) -> list["importlib.metadata.Distribution"]:  # noqa: F821
+    """The distributions installed here for `names` and everything they require, extras followed (torch needs
+    `cuda-toolkit[cufft,...]`), markers evaluated for this interpreter: the Colab runtime the chapters stand on."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[tuple[str, str]] = set()
+    dists: dict[str, metadata.Distribution] = {}
+    todo = [(name, "") for name in names]
+    while todo:
+        name, extra = todo.pop()
+        name = canonicalize_name(name)
+        if (name, extra) in seen:
+            continue
+        seen.add((name, extra))
+        if name not in dists:
+            try:
+                dists[name] = metadata.distribution(name)
+            except metadata.PackageNotFoundError as e:
+                raise RuntimeError(f"the rehearsal's runtime needs {name}, not installed in {sys.prefix}") from e
+        for r in map(Requirement, dists[name].requires or []):
+            if not r.marker or r.marker.evaluate({"extra": extra}):
+                todo += [(r.name, "")] + [(r.name, e) for e in r.extras]
+    return list(dists.values())
+
+
+def link_runtime(site: Path, dists: list) -> int:
+    """Hard-link every file of `dists` (their RECORD, dist-info included) into `site`, a fresh site-packages;
+    returns the number of files. pip there sees them installed; no byte is downloaded or copied (a copy only
+    where a link cannot cross file systems). Scripts outside site-packages are left out."""
+    n = 0
+    for dist in dists:
+        for f in dist.files or []:
+            src, dst = Path(dist.locate_file(f)), site / f
+            if f.parts[0] == ".." or not src.is_file():
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+            n += 1
+    return n
+
+
+def _run_logged(python: Path, args: list[str], log: Path) -> None:
+    """Run `python *args` with its output appended to `log`; on failure, an error that shows the log's end."""
+    with open(log, "a") as f:
+        print("$", python.name, *args, file=f, flush=True)
+        proc = subprocess.run([str(python), *args], stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        tail = [line for line in log.read_text().splitlines() if "is ignored: it is neither" not in line][-25:]
+        raise RuntimeError(f"`{python.name} {' '.join(args)}` failed (exit {proc.returncode}); the end of {log}:\n"
+                           + "\n".join(tail))
+
+
 def make_venv(venv: Path, log: Path) -> Path:
-    """A fresh virtual environment with only the Colab runtime's torch, torchvision and ipykernel, then the
-    chapters' install line; returns its python."""
+    """A fresh virtual environment holding only the Colab runtime's torch, torchvision and ipykernel (with their
+    requirements, hard-linked from the environment that runs this), then the chapters' install line; returns its
+    python. Linking, not a second pip download of torch's ~6 GB: the same versions at no disk or network cost."""
     if venv.exists():
         shutil.rmtree(venv)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    dists = runtime_closure()
+    n = link_runtime(site, dists)
     with open(log, "a") as f:
-        for args in (["-m", "pip", "install", "-q", *COLAB_RUNTIME], ["-m", "pip", "install", "-q", install_line()],
-                     ["-m", "ipykernel", "install", "--prefix", str(venv), "--name", KERNEL]):
-            print("$", python.name, *args, file=f, flush=True)
-            subprocess.run([str(python), *args], check=True, stdout=f, stderr=subprocess.STDOUT)
+        print(f"linked {n} files of {len(dists)} distributions into {site}: "
+              + ", ".join(sorted(f"{d.metadata['Name']}=={d.version}" for d in dists)), file=f)
+    _run_logged(python, ["-m", "pip", "install", "-q", install_line()], log)
+    _run_logged(python, ["-m", "ipykernel", "install", "--prefix", str(venv), "--name", KERNEL], log)
     return python
 
 
@@ -254,7 +318,7 @@ def rehearse(out: Path, shrink: int = 8, chapters: list[str] | None = None, seed
     python = venv / "bin" / "python"
     os.environ[TARGET_ENV] = str(build_wheel(out / "wheel"))
     if not (reuse_venv and python.exists()):
-        print(f"fresh venv in {venv}: {', '.join(COLAB_RUNTIME)}, then pip install {install_line()!r} ...",
+        print(f"fresh venv in {venv}: {', '.join(COLAB_RUNTIME)} (linked), then pip install {install_line()!r} ...",
               flush=True)
         make_venv(venv, log)
     else:               # a kept venv: this checkout's wheel replaces the library installed there

@@ -75,3 +75,21 @@ def test_hub_stand_in_is_read_by_the_chapter_5_code_path(tmp_path):
     assert type(sae).__name__ == "BatchTopKSAE" and sae.config()["k"] == 4
     assert sae.provenance["config"]["trainer"]["layer"] == 11
     assert st.interop.SAEBenchAdapter(sae).check_decoder_norms()
+
+
+def test_runtime_is_linked_with_its_requirements_and_extras(tmp_path):
+    from importlib import metadata
+
+    names = {d.metadata["Name"].lower() for d in rehearsal.runtime_closure(("torch",))}
+    assert {"torch", "filelock", "sympy", "mpmath"} <= names                # requirements of requirements
+    if "cuda-toolkit" in names:                                             # a CUDA build: its extras are followed
+        assert "nvidia-cufft" in names
+    dists = rehearsal.runtime_closure(("jinja2",))                         # its extra (i18n: babel) not asked for
+    assert sorted(d.metadata["Name"].lower() for d in dists) == ["jinja2", "markupsafe"]
+    n = rehearsal.link_runtime(tmp_path, dists)
+    found = {d.metadata["Name"].lower(): d.version for d in metadata.distributions(path=[str(tmp_path)])}
+    assert found == {d.metadata["Name"].lower(): d.version for d in dists} and n > 4
+    linked = tmp_path / "jinja2" / "__init__.py"
+    assert linked.samefile(metadata.distribution("jinja2").locate_file("jinja2/__init__.py"))  # a link, no copy
+    with pytest.raises(RuntimeError, match="needs not-a-package-here"):
+        rehearsal.runtime_closure(("not-a-package-here",))
