@@ -49,17 +49,17 @@ MODE, DEVICE = st.book.setup()
 # colab: a hub repository of vision SAEs (or a local copy of one)
 PUBLIC_REPO = "mateuszpach/sae-for-vlm"
 if MODE == "small":
-    SIZES = dict(n_latents=512, k=8, epochs=3, batch_size=512, lambda_ratio=0.003,
-                 top_n=50, n_cards=12)
+    SIZES = dict(n_latents=512, k=8, epochs=3, batch_size=512, top_n=50, n_cards=12)
 else:
     # A GPU: the same embedded Fashion-MNIST backbone, a 4x wider dictionary trained
     # longer. The explorer's code is the same for CLIP or SigLIP2 embeddings of ImageNet
     # (chapter 3 extracts them).
-    SIZES = dict(n_latents=2048, k=16, epochs=10, batch_size=1024, lambda_ratio=0.003,
-                 top_n=50, n_cards=12)
+    SIZES = dict(n_latents=2048, k=16, epochs=10, batch_size=1024, top_n=50, n_cards=12)
 # a no-op unless SAE_TUTORIAL_SHRINK is set (the Colab rehearsal, see How to run)
 SIZES = st.book.shrink(SIZES)
-print(f"mode={MODE}, device={DEVICE}, sizes:")
+# λ_rat: the embedded grid's choice on validation rows (chapter 4), as in every chapter
+LAMBDA_RATIO = st.experiments.lambdas("embedded")["lambda_ratio"]
+print(f"mode={MODE}, device={DEVICE}, λ_rat = {LAMBDA_RATIO:g}, sizes:")
 pprint.pprint(SIZES, width=88, sort_dicts=False)
 
 # %% [markdown]
@@ -123,8 +123,8 @@ print(f"backbone: {train_emb.manifest['backbone']['pooling']}")
 # ## Two SAEs to compare
 #
 # Both are Top-k SAEs with the same width, budget, seed and data order. The second adds the paper's scale-invariant
-# ℓ1/ℓ2 penalty on the pre-activations of the batch-active units (chapter 2), with $\lambda_\text{rat} = 0.003$,
-# the default of `st.experiments.compare_regularizers`:
+# ℓ1/ℓ2 penalty on the pre-activations of the batch-active units (chapter 2), with $\lambda_\text{rat}$
+# as the embedded grid chose it on validation rows (chapter 4; `st.experiments.lambdas`, printed above):
 #
 # $$
 # R_\text{rat} = \frac{1}{B}\sum_b \frac{\lVert \varphi(h_{b,A}) \rVert_1}{\lVert \varphi(h_{b,A}) \rVert_2 + \varepsilon}
@@ -133,7 +133,7 @@ print(f"backbone: {train_emb.manifest['backbone']['pooling']}")
 # %%
 S = SIZES
 SAE_DIR = cache_dir() / "explorer" / "05_latent_explorer"
-MODELS = {"baseline Top-k": 0.0, "Top-k + ℓ1/ℓ2": S["lambda_ratio"]}
+MODELS = {"baseline Top-k": 0.0, "Top-k + ℓ1/ℓ2": LAMBDA_RATIO}
 
 
 def train_sae(lambda_ratio):

@@ -94,8 +94,8 @@ import time
 
 spec = grid.PRESETS["paper"]
 batch = 512 if DEVICE == "cpu" else spec.train["batch_size"]
-kinds = {"baseline": {}, "masked regularizer": {"lambda_ratio": 0.003},
-         "unmasked regularizer": {"lambda_ratio": 0.003, "reg_mask": False}}
+kinds = {"baseline": {}, "masked regularizer": {"lambda_ratio": spec.lambda_ratio},
+         "unmasked regularizer": {"lambda_ratio": spec.lambda_ratio, "reg_mask": False}}
 start = time.perf_counter()
 measured = {name: grid.measure_step(1024, spec.n_latents, 64, batch, over, steps=3)
             for name, over in kinds.items()}

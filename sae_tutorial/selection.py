@@ -6,8 +6,9 @@ from the training rows (`validation_split`; the test split is never read):
     for each swept λ:  ΔFVU(λ) = mean over pairs (dataset, k, seed) of (FVU_λ − FVU_base) / FVU_base,
                        both FVUs measured on the same validation rows, the baseline trained on the same
                        (dataset, k, seed) with the regularizer off (and the batch-active mask on for the runs)
-    λ* = the largest λ with ΔFVU(λ) ≤ budget        (budget = FVU_BUDGET = 2 %)
-         (none qualifies: the smallest swept λ, flagged within_budget = False)
+    λ* = the largest λ with ΔFVU(λ') ≤ budget for every swept λ' ≤ λ      (budget = FVU_BUDGET = 2 %)
+         (the sweep is read upward and stops at the first λ over the budget; when even the smallest is
+          over, the smallest swept λ, flagged within_budget = False)
 
 Why this rule:
 - It reads reconstruction only. MS and purity, which the claims judge, play no part in the choice, so a gain
@@ -15,6 +16,9 @@ Why this rule:
   on the very metric under test, even on validation, when the claims are then scored on similar data).
 - "Largest λ within the budget" is the strongest regularization a user would accept as free: the regularizer's
   best chance at a fixed, stated cost, the same operating point for both regularizers and every backbone.
+- Upward, stopping at the first λ over the budget: a sweep measured at one seed is noisy (ΔFVU moves by about
+  a point from seed to seed), and a larger λ that dips back under the budget after a smaller one went over is
+  that noise, not a free regularizer. The first exceedance ends the search.
 - The budget (2 %) is below the 5 % tolerance of the claim "no cost in reconstruction" (verdicts.py), so that
   the test-set check is not decided by where the selection stopped; and the baseline's FVU is itself measured
   on validation, not the test set (the circular rule it replaces: "within 5 % of the baseline on test").
@@ -46,8 +50,8 @@ REGULARIZERS = {"off-support l1": "lambda_off", "l1/l2": "lambda_ratio"}   # met
 # same λ_rat; chapter 2 sweeps λ). The synthetic data of chapters 1-2 have norm ≈ 2.2, not 1: their own values.
 DEFAULTS = {"lambda_off": 0.01, "lambda_ratio": 0.003}
 SYNTHETIC_DEFAULTS = {"lambda_off": 0.003, "lambda_ratio": 0.003}
-RULE = ("largest swept λ whose mean relative validation-FVU increase over the baseline (paired by dataset, k, "
-        "seed) is ≤ the budget; else the smallest swept λ")
+RULE = ("largest swept λ such that it and every smaller swept λ raise the validation FVU over the baseline (mean "
+        "relative increase, paired by dataset, k, seed) by ≤ the budget; else the smallest swept λ")
 
 
 def validation_split(n_rows: int, fraction: float = VALIDATION_FRACTION, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -79,7 +83,8 @@ def choose_lambdas(rows: Any, budget: float = FVU_BUDGET) -> dict[str, dict[str,
 
     rows: dicts or a DataFrame with backbone, method ("baseline", "off-support l1", "l1/l2"), lambda, fvu and
     any of dataset, k, seed (the pairing keys); rows with mask False (the ablation) are ignored.
-    Returns {backbone: {method: {"lambda", "rel_fvu" (ΔFVU at λ*), "within_budget", "n_pairs", "swept"}}}.
+    Returns {backbone: {method: {"lambda", "rel_fvu" (ΔFVU at λ*), "within_budget", "n_pairs", "swept",
+    "over" (the first swept λ over the budget, or None)}}}.
     """
     budget = _checks.non_negative(budget, "budget")
     recs = [r for r in _records(rows) if _masked(r)]
@@ -94,11 +99,12 @@ def choose_lambdas(rows: Any, budget: float = FVU_BUDGET) -> dict[str, dict[str,
         raise ValueError("rows hold no regularized run with a baseline of the same (backbone, dataset, k, seed)")
     out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for (backbone, method), by_lam in sorted(rel.items()):
-        mean = {lam: sum(v) / len(v) for lam, v in by_lam.items()}
-        ok = [lam for lam, d in mean.items() if d <= budget]
+        mean = {lam: sum(v) / len(v) for lam, v in sorted(by_lam.items())}
+        over = next((lam for lam, d in mean.items() if d > budget), None)
+        ok = [lam for lam in mean if over is None or lam < over]
         lam = max(ok) if ok else min(mean)
         out[backbone][method] = {"lambda": lam, "rel_fvu": mean[lam], "within_budget": bool(ok),
-                                 "n_pairs": len(by_lam[lam]), "swept": sorted(mean)}
+                                 "n_pairs": len(by_lam[lam]), "swept": sorted(mean), "over": over}
     return dict(out)
 
 

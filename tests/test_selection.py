@@ -59,6 +59,17 @@ def test_rule_picks_the_largest_lambda_within_the_validation_budget():
         selection.choose_lambdas([r for r in sweep_rows() if r["method"] != "baseline"])
 
 
+def test_rule_stops_at_the_first_lambda_over_the_budget():
+    """A larger λ that dips back under the budget after a smaller one went over (seed noise) is not chosen."""
+    rows = [dict(backbone="b", method="baseline", **{"lambda": 0.0}, fvu=0.2)]
+    for lam, rel in ((0.0003, 0.008), (0.001, 0.02), (0.003, 0.0068), (0.01, 0.04)):
+        rows.append(dict(backbone="b", method="off-support l1", **{"lambda": lam}, fvu=0.2 * (1 + rel)))
+    for budget, lam, over in ((0.015, 0.0003, 0.001), (0.03, 0.003, 0.01), (0.05, 0.01, None),
+                              (0.005, 0.0003, 0.0003)):
+        got = selection.choose_lambdas(rows, budget=budget)["b"]["off-support l1"]
+        assert (got["lambda"], got["over"], got["within_budget"]) == (lam, over, budget > 0.008), budget
+
+
 def test_saved_choice_is_what_chapters_read_and_the_fallback(tmp_path, monkeypatch):
     monkeypatch.setenv("SAE_TUTORIAL_CACHE", str(tmp_path))
     fallback = st.experiments.lambdas("embedded")
