@@ -892,13 +892,13 @@ display(Markdown(
         f"at the cap of {spec.train['epochs']} epochs, where the baseline's held-out "
         f"FVU was still falling {slope(b):.1%} per 100 steps"
         for b, r in unconverged.iterrows()) +
-    ". The cap is a budget: the book builds on two CPU cores, and a step on the 1280-d "
-    "ImageNet features costs several times one on the 128-d CNN's. The dictionaries "
-    "below are therefore *not* converged, and every verdict of this chapter is about "
-    "SAEs at this training length. To train to the plateau, raise the cap (`epochs` in "
-    "the preset's `train`, st.grid.EPOCH_CAP) where compute allows, or train one SAE "
-    "with `python -m sae_tutorial train`, whose default stops on the plateau alone "
-    "(capped at 200 epochs)."))
+    ". The cap is a budget, one for both backbones: the book trains the whole grid on "
+    f"two CPU cores. The dictionaries of {' and '.join(unconverged.index)} are therefore "
+    "*not* converged, and their verdicts below are about SAEs at this training length. "
+    "To train to the plateau, raise the cap (`epochs` in the preset's `train`, "
+    "st.grid.EPOCH_CAP) where compute allows, or train one SAE with "
+    "`python -m sae_tutorial train`, whose default stops on the plateau alone (capped "
+    "at 200 epochs)."))
 
 # %% [markdown]
 # Dead and rare latents of the baseline at each $k$ (the claims' $k$ and the front's), on the test split (rare:
