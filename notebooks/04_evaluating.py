@@ -850,6 +850,21 @@ for backbone, chosen in lams.items():
 sweep.pivot_table(index=["backbone", "method", "lambda"],
                   values=["Δ val FVU (relative)", "fvu"]).round(4)
 
+# %% tags=["hide-input"]
+EDGE = 0.0025      # a quarter of a point of relative FVU either side of the budget
+near = sweep[(sweep["Δ val FVU (relative)"] - st.selection.FVU_BUDGET).abs() < EDGE]
+display(Markdown(
+    "No swept λ lies within a quarter of a point of the budget." if near.empty else
+    "**Choices on the budget's edge.** " + "; ".join(
+        f"{r['backbone']}, {r['method']} at λ = {r['lambda']:g}: "
+        f"{r['Δ val FVU (relative)']:+.2%}" for _, r in near.iterrows()) +
+    f", within a quarter of a point of the {st.selection.FVU_BUDGET:.0%} budget, "
+    "measured on one seed. Runs that differ only in the order of their floating-point "
+    "sums (another thread count) can land on either side of the budget, and the rule "
+    "then picks the neighbouring λ of the table, which can move a verdict that is "
+    "itself close. A second sweep seed would halve the variance of the mean; the "
+    "preset's `sweep_seeds` holds them."))
+
 # %% [markdown]
 # Training stops on a plateau of the held-out FVU (`st.grid.PLATEAU`: checked every 25 steps; training ends
 # after four checks in a row that do not improve on the best by 2 %, or at the epoch cap), with AuxK switching on
@@ -892,9 +907,10 @@ display(Markdown(
         f"at the cap of {spec.train['epochs']} epochs, where the baseline's held-out "
         f"FVU was still falling {slope(b):.1%} per 100 steps"
         for b, r in unconverged.iterrows()) +
-    ". The cap is a budget, one for both backbones: the book trains the whole grid on "
-    f"two CPU cores. The dictionaries of {' and '.join(unconverged.index)} are therefore "
-    "*not* converged, and their verdicts below are about SAEs at this training length. "
+    ". The cap is a budget, one for both backbones: the book trains the whole grid "
+    "on two CPU cores. The dictionaries of " + " and ".join(unconverged.index) +
+    " are therefore *not* converged, and their verdicts below are about SAEs at this "
+    "training length. "
     "To train to the plateau, raise the cap (`epochs` in the preset's `train`, "
     "st.grid.EPOCH_CAP) where compute allows, or train one SAE with "
     "`python -m sae_tutorial train`, whose default stops on the plateau alone (capped "
