@@ -322,8 +322,8 @@ def rehearse(out: Path, shrink: int = 8, chapters: list[str] | None = None, seed
               flush=True)
         make_venv(venv, log)
     else:               # a kept venv: this checkout's wheel replaces the library installed there
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps",
-                        os.environ[TARGET_ENV]], check=True, stdout=subprocess.DEVNULL)
+        _run_logged(python, ["-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", os.environ[TARGET_ENV]],
+                    log)
     install_s = time.perf_counter() - t0
     missing = missing_imports(python)
     print(f"install: {install_s:.0f} s; chapter imports missing in the fresh venv: {missing or 'none'}", flush=True)
