@@ -306,17 +306,31 @@ def checks_without_improvement(val_fvu: list[float], min_delta: float) -> int:
     return since
 
 
+class HeldOutFVU:
+    """The FVU of an SAE on fixed held-out rows x, Σ‖x − x̂‖² / Σ‖x − x̄‖² over all of them (metrics.fvu), in
+    float64. The rows' float64 copy and the denominator are computed once, so each check of training costs one
+    forward pass and one float64 pass over the residual."""
+
+    def __init__(self, x: Tensor, chunk_size: int = 8192) -> None:
+        self.x, self.chunk_size = x, chunk_size
+        x64 = x.double()
+        self.x64 = x64.split(chunk_size)
+        self.tv = float((x64 - x64.mean(0)).pow(2).sum().clamp_min(1e-300))
+
+    def __call__(self, sae: SparseAutoencoder) -> float:
+        was_training, sse = sae.training, 0.0
+        sae.eval()
+        with torch.no_grad():
+            for xb, xb64 in zip(self.x.split(self.chunk_size), self.x64):
+                r = (xb64 - sae(xb).x_hat.double()).flatten()
+                sse += float(r @ r)
+        sae.train(was_training)
+        return sse / self.tv
+
+
 def held_out_fvu(sae: SparseAutoencoder, x: Tensor, chunk_size: int = 8192) -> float:
     """FVU of `sae` (in eval mode) on the rows of x, Σ‖x − x̂‖² / Σ‖x − x̄‖² over all of them (metrics.fvu)."""
-    from .metrics.reconstruction import Reconstruction
-
-    was_training, stats = sae.training, Reconstruction()
-    sae.eval()
-    with torch.no_grad():
-        for xb in x.split(chunk_size):
-            stats.update(xb, sae(xb).x_hat)
-    sae.train(was_training)
-    return stats.fvu()
+    return HeldOutFVU(x, chunk_size)(sae)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -377,6 +391,7 @@ def train(sae: SparseAutoencoder, data: Any, config: TrainConfig | None = None, 
     if cfg.patience is not None and val_data is None:
         raise ValueError("TrainConfig.patience stops on the held-out FVU: pass train(..., val_data=)")
     x_val = None if val_data is None else _checks.matrix(val_data, "val_data", sae.d_in).to(device=device, dtype=dtype)
+    val_fvu = None if x_val is None else HeldOutFVU(x_val)
 
     opt = make_optimizer(sae, cfg, lr)
     since_fired = torch.zeros(m, dtype=torch.long, device=device)  # samples since each latent last fired
@@ -450,7 +465,7 @@ def train(sae: SparseAutoencoder, data: Any, config: TrainConfig | None = None, 
             flush(step, refresh_dead=True)
         if x_val is not None and done % cfg.val_every == 0:
             history["val_step"].append(done)
-            history["val_fvu"].append(held_out_fvu(sae, x_val))
+            history["val_fvu"].append(val_fvu(sae))
             bar.set_postfix_str(f"held-out FVU {history['val_fvu'][-1]:.4f}", refresh=False)
             stopped = (cfg.patience is not None
                        and checks_without_improvement(history["val_fvu"], cfg.min_delta) >= cfg.patience)

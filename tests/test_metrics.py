@@ -38,6 +38,24 @@ def test_reconstruction_metrics_match_references():
     assert metrics.cosine(x, x_hat) == pytest.approx(cos, rel=1e-12)
 
 
+def test_shared_update_equals_one_update_per_reconstruction():
+    from sae_tutorial.metrics.reconstruction import Reconstruction, update_shared
+    x = torch.randn(120, 9, dtype=torch.float64) + 2.0
+    x_hats = [x + s * torch.randn_like(x) for s in (0.1, 0.5)] + [torch.zeros_like(x)]
+    shared, alone = [Reconstruction() for _ in x_hats], [Reconstruction() for _ in x_hats]
+    for a, b in [(0, 50), (50, 120)]:
+        update_shared(shared, x[a:b], [h[a:b] for h in x_hats])
+    for s, h in zip(alone, x_hats):
+        for a, b in [(0, 50), (50, 120)]:
+            s.update(x[a:b], h[a:b])
+    for s, a, h in zip(shared, alone, x_hats):
+        assert (s.fvu(), s.r2(), s.cosine()) == (a.fvu(), a.r2(), a.cosine())
+        ref = F.cosine_similarity(x, h, dim=1).mean().item()         # torch's ε: a zero x̂ has cosine 0
+        assert s.cosine() == pytest.approx(ref, rel=1e-12, abs=1e-15)
+    with pytest.raises(ValueError):
+        update_shared(shared, x, x_hats[:2])
+
+
 def test_reconstruction_streamed_equals_in_memory():
     from sae_tutorial.metrics.reconstruction import Reconstruction
     x = torch.randn(300, 8, dtype=torch.float64) + 5.0

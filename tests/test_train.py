@@ -221,3 +221,21 @@ def test_recovers_ground_truth_features():
     st.train(sae, data.x, quiet(batch_size=512, epochs=12, lr=1e-3))
     rec = feature_recovery(sae.W_dec, data.features)
     assert rec["recovered"] >= 0.8, rec
+
+
+def test_held_out_fvu_equals_the_metric_and_keeps_the_training_flag():
+    from sae_tutorial.train import HeldOutFVU, held_out_fvu
+    x = F.normalize(torch.randn(300, 12), dim=1) + 0.5
+    sae = st.TopKSAE(12, 32, 4, seed=0)
+    sae.train()
+    check = HeldOutFVU(x, chunk_size=70)                       # several chunks, a short last one
+    with torch.no_grad():
+        ref = st.metrics.fvu(x, sae.eval()(x).x_hat)
+    sae.train()
+    assert check(sae) == pytest.approx(ref, rel=1e-12) and sae.training
+    assert held_out_fvu(sae, x) == pytest.approx(ref, rel=1e-12)
+    with torch.no_grad():
+        sae.W_dec.mul_(0.5)                                    # the rows' statistics are cached, not the model
+    with torch.no_grad():
+        ref = st.metrics.fvu(x, sae.eval()(x).x_hat)
+    assert check(sae) == pytest.approx(ref, rel=1e-12)

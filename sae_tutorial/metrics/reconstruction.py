@@ -33,10 +33,11 @@ class Reconstruction:
         self.cos = 0.0
 
     def update(self, x: Tensor, x_hat: Tensor) -> "Reconstruction":
-        x, x_hat = x.double(), x_hat.double()                       # (B, d)
-        b, mean_b = x.shape[0], x.mean(0)
-        m2_b, sse_b = (x - mean_b).pow(2).sum(0), (x - x_hat).pow(2).sum(0)
-        cos_b = F.cosine_similarity(x, x_hat, dim=1).sum()
+        update_shared([self], x, [x_hat])
+        return self
+
+    def _merge(self, b: int, mean_b: Tensor, m2_b: Tensor, sse_b: Tensor, cos_b: Tensor) -> None:
+        """Add a chunk of b rows (its mean, M2, SSE per input dim and Σ cos) to the running sums."""
         if self.n == 0:
             self.mean, self.m2, self.sse, self.cos = mean_b, m2_b, sse_b, cos_b
         else:
@@ -45,7 +46,6 @@ class Reconstruction:
             self.m2 = self.m2 + m2_b + delta.pow(2) * (self.n * b / total)
             self.sse, self.cos = self.sse + sse_b, self.cos + cos_b
         self.n += b
-        return self
 
     def fvu(self) -> float:
         return float(self.sse.sum() / self.m2.sum().clamp_min(1e-300))
@@ -57,6 +57,23 @@ class Reconstruction:
 
     def cosine(self) -> float:
         return float(self.cos / self.n)
+
+
+COS_EPS = 1e-8   # torch.nn.functional.cosine_similarity's: x·x̂ / (max(‖x‖, ε) · max(‖x̂‖, ε))
+
+
+def update_shared(stats: Sequence[Reconstruction], x: Tensor, x_hats: Sequence[Tensor]) -> None:
+    """stats[i].update(x, x_hats[i]) for every i, the moments of x (mean, M2, row norms) computed once: several
+    reconstructions of one chunk (the inference budgets of k-robustness) cost one float64 copy of x, not one each."""
+    x = x.double()                                                 # (B, d)
+    b, mean_b = x.shape[0], x.mean(0)
+    m2_b = (x - mean_b).pow(2).sum(0)
+    x_norm = x.norm(dim=1).clamp_min(COS_EPS)                      # (B,)
+    for s, x_hat in zip(stats, x_hats, strict=True):
+        x_hat = x_hat.double()
+        sse_b = (x - x_hat).pow(2).sum(0)
+        cos_b = ((x * x_hat).sum(1) / (x_norm * x_hat.norm(dim=1).clamp_min(COS_EPS))).sum()
+        s._merge(b, mean_b, m2_b, sse_b, cos_b)
 
 
 def _pair(x: Tensor, x_hat: Tensor) -> Reconstruction:
@@ -173,6 +190,6 @@ def k_robustness(sae: SparseAutoencoder, x: Rows, ks: Sequence[int], metric: str
         stats = {k: Reconstruction() for k in budgets(ks, sae.n_latents)}
         for xb in iter_rows(x, "x", sae.d_in, chunk_size):
             xb = xb.to(device, dtype)
-            for k, x_hat in sae.reconstruct_budgets(xb, list(stats)).items():
-                stats[k].update(xb, x_hat)
+            x_hats = sae.reconstruct_budgets(xb, list(stats))
+            update_shared([stats[k] for k in x_hats], xb, list(x_hats.values()))
     return {k: getattr(s, metric)() for k, s in stats.items()}

@@ -18,7 +18,8 @@ from ..checkpoint import atomic_write
 from ..sae import SparseAutoencoder
 from ._stream import CHUNK, Coo, RowReader, Rows, iter_rows, labels_matrix
 from .alignment import cknna, linear_probe, truncated_probe
-from .reconstruction import Firing, Reconstruction, budgets, decoder_orthogonality, inference, require_sae
+from .reconstruction import (Firing, Reconstruction, budgets, decoder_orthogonality, inference, require_sae,
+                             update_shared)
 from .controls import control_report, controlled_means, purity_chance_curve
 from .semantics import Monosemanticity, TopActivations, alive_max, alive_mean, purity_from_top
 
@@ -117,7 +118,6 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
             x = x.to(device, dtype)
             out = sae(x)
             codes = _codes_coo(sae, out, n)
-            recon.update(x, out.x_hat)
             firing.update(codes)
             e = x if emb is None else emb.take(x.shape[0])
             ms = ms or Monosemanticity(m, e.shape[1], device)
@@ -128,9 +128,8 @@ def evaluate(sae: SparseAutoencoder, data: Rows, labels: Any = None, embeddings:
                 cross_ms.update(codes, e)
             if top is not None:
                 top.update(codes)
-            if robust:
-                for kk, x_hat in sae.reconstruct_budgets(x, list(robust)).items():
-                    robust[kk].update(x, x_hat)
+            x_hats = sae.reconstruct_budgets(x, list(robust)) if robust else {}
+            update_shared([recon, *(robust[kk] for kk in x_hats)], x, [out.x_hat, *x_hats.values()])
             sample.update(x, n)
             n += x.shape[0]
         for reader in (emb, cross):
