@@ -866,6 +866,15 @@ display(Markdown(
     "preset's `sweep_seeds` holds them."))
 
 # %% [markdown]
+# **The control backbone is one training run.** The CNN is trained from a fixed seed on one CPU thread, so its
+# weights are the same bit for bit on every machine of one CPU kind. A CPU whose vector units round differently
+# can end the same training in another network of about the same accuracy, and everything downstream moves with
+# it: the embeddings, the SAEs, the λ choice and the verdicts. We have seen the CNN's λ
+# choice and some of its verdicts change between two of our build machines, while the ImageNet model, whose
+# weights are fixed, kept its λ. Read the CNN's verdicts as one draw of that backbone, and its λ choice as
+# fragile: a stronger control would train several CNNs and judge over them.
+
+# %% [markdown]
 # Training stops on a plateau of the held-out FVU (`st.grid.PLATEAU`: checked every 25 steps; training ends
 # after four checks in a row that do not improve on the best by 2 %, or at the epoch cap), with AuxK switching on
 # once a latent has not fired for 5,000 samples, a tenth of an epoch. The held-out FVU of the baseline at the main
