@@ -868,8 +868,8 @@ display(Markdown(
 # %% [markdown]
 # **The control backbone is one training run.** The CNN is trained from a fixed seed on one CPU thread, so its
 # weights are the same bit for bit on every machine of one CPU kind. A CPU whose vector units round differently
-# can end the same training in another network of about the same accuracy, and everything downstream moves with
-# it: the embeddings, the SAEs, the λ choice and the verdicts. We have seen the CNN's λ
+# can end the same training in another network of about the same accuracy (and rounds every SAE's training
+# differently too): the embeddings, the SAEs, the λ choice and the verdicts all move. We have seen the CNN's λ
 # choice and some of its verdicts change between two of our build machines, while the ImageNet model, whose
 # weights are fixed, kept its λ. Read the CNN's verdicts as one draw of that backbone, and its λ choice as
 # fragile: a stronger control would train several CNNs and judge over them.
